@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every check and test of soci-rs: the README's test command and what CI runs.
+# Fresh Debian 12 machine as root: installs what it needs, starts what it needs, stops it by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STEP=""
+trap 'rc=$?; if [ $rc -ne 0 ]; then echo "FAILED at step: ${STEP} (exit $rc)" >&2; fi' EXIT
+step() { STEP="$1"; echo; echo "=== ${STEP} ==="; }
+START=$(date +%s)
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+LOCKED=--locked
+
+step "install system packages"
+scripts/install-deps.sh
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy (all targets, -D warnings)"
+cargo clippy $LOCKED --workspace --all-targets --all-features -- -D warnings
+
+step "dependency direction: soci-ztoc stays sans-IO"
+bad=$(cargo tree $LOCKED -p soci-ztoc -e normal --prefix none \
+  | awk '{print $1}' | grep -E '^(tokio|fuser|reqwest|hyper|clap|anyhow)$' || true)
+if [ -n "$bad" ]; then echo "soci-ztoc depends on: $bad" >&2; exit 1; fi
+echo "ok: soci-ztoc has no tokio/fuser/reqwest/hyper/clap/anyhow"
+
+step "unit, integration and e2e tests"
+cargo test $LOCKED --workspace --all-features
+
+step "docs (-D warnings)"
+RUSTDOCFLAGS=-Dwarnings cargo doc $LOCKED --workspace --no-deps
+
+step "package soci-ztoc"
+cargo package $LOCKED -p soci-ztoc --no-verify --allow-dirty >/dev/null
+echo "ok: soci-ztoc packages"
+
+if [ -x scripts/fuzz-smoke.sh ]; then
+  step "fuzz smoke"
+  scripts/fuzz-smoke.sh
+fi
+
+if [ -d benches ]; then
+  step "bench smoke (compile + one quick iteration)"
+  cargo bench $LOCKED -p soci-benches -- --test
+fi
+
+if [ -x scripts/e2e.sh ]; then
+  step "end-to-end (containerd + registry + FUSE)"
+  scripts/e2e.sh
+fi
+
+STEP="done"
+echo
+echo "all checks passed in $(( $(date +%s) - START ))s"
