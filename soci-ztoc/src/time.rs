@@ -82,7 +82,13 @@ mod tests {
         assert_eq!(format_rfc3339(1677661200, 123_456_789), "2023-03-01T09:00:00.123456789Z");
         assert_eq!(format_rfc3339(1677661200, 1_000), "2023-03-01T09:00:00.000001Z");
         assert_eq!(format_rfc3339(-1, 0), "1969-12-31T23:59:59Z");
-        assert_eq!(format_rfc3339(i64::MAX / 2_000_000_000, 0), "");
+        // Years outside 0..=9999 cannot be written as RFC 3339: empty, like the reference.
+        assert_eq!(format_rfc3339(253_402_300_799, 0), "9999-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(253_402_300_800, 0), "");
+        assert_eq!(format_rfc3339(-62_167_219_200, 0), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(-62_167_219_201, 0), "");
+        assert_eq!(format_rfc3339(i64::MAX, 0), "");
+        assert_eq!(format_rfc3339(i64::MIN, 0), "");
     }
 
     #[test]
