@@ -90,7 +90,15 @@ impl ZtocBuilder {
             legacy_v1: false,
         }
         .to_bytes();
-        self.finish(Compression::Gzip, blob_size, tar_size, toc, max, digests, blob)
+        self.finish(
+            Compression::Gzip,
+            blob_size,
+            tar_size,
+            toc,
+            max,
+            digests,
+            blob,
+        )
     }
 
     fn build_tar<R: Read>(&self, r: R) -> Result<Ztoc> {
@@ -106,7 +114,15 @@ impl ZtocBuilder {
         }
         let max = digests.len().saturating_sub(1) as u32;
         let blob = fbs::encode_tar_zinfo(self.span_size, size);
-        self.finish(Compression::Uncompressed, size, tar_size, toc, max, digests, blob)
+        self.finish(
+            Compression::Uncompressed,
+            size,
+            tar_size,
+            toc,
+            max,
+            digests,
+            blob,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -438,8 +454,8 @@ fn walk_tar<R: Read>(r: &mut R) -> Result<(Vec<FileMetadata>, u64)> {
         for entry in entries {
             let mut entry = entry.map_err(|e| tar_error(e, 0))?;
             let meta = entry_metadata(&mut entry)?;
-            expected_next = meta.uncompressed_offset.0
-                + meta.uncompressed_size.div_ceil(BLOCK) * BLOCK;
+            expected_next =
+                meta.uncompressed_offset.0 + meta.uncompressed_size.div_ceil(BLOCK) * BLOCK;
             toc.push(meta);
         }
     }
@@ -452,8 +468,16 @@ fn walk_tar<R: Read>(r: &mut R) -> Result<(Vec<FileMetadata>, u64)> {
         match n {
             0 => {}
             512 if block.iter().all(|b| *b == 0) => pos += BLOCK,
-            512 => return Err(Error::Tar(io::Error::other("zero block followed by a header"))),
-            _ => return Err(Error::TruncatedTar { offset: pos + n as u64 }),
+            512 => {
+                return Err(Error::Tar(io::Error::other(
+                    "zero block followed by a header",
+                )))
+            }
+            _ => {
+                return Err(Error::TruncatedTar {
+                    offset: pos + n as u64,
+                })
+            }
         }
     }
     Ok((toc, pos))
@@ -527,7 +551,10 @@ fn entry_metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMetadata
     };
     let gname = match non_empty(pax.get(b"gname".as_slice())) {
         Some(g) => g.to_vec(),
-        None => hdr.groupname_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+        None => hdr
+            .groupname_bytes()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
     };
     let (secs, nanos) = match pax
         .get(b"mtime".as_slice())

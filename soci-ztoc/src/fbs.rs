@@ -21,7 +21,9 @@ const fn slot(id: u16) -> u16 {
 
 /// Serializes a zTOC (SPEC §1.5 order).
 pub(crate) fn encode(z: &Ztoc) -> Vec<u8> {
-    let mut b = FlatBufferBuilder::with_capacity(1024 + z.toc.len() * 160 + z.compression.checkpoints.len());
+    let mut b = FlatBufferBuilder::with_capacity(
+        1024 + z.toc.len() * 160 + z.compression.checkpoints.len(),
+    );
     let version = b.create_byte_string(z.version.as_bytes());
     let tool = b.create_byte_string(z.build_tool_identifier.as_bytes());
 
@@ -282,8 +284,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Ztoc> {
     let root = Table::root(buf)?;
     let version = String::from_utf8_lossy(root.bytes(0)?).into_owned();
     let build_tool_identifier = String::from_utf8_lossy(root.bytes(1)?).into_owned();
-    let compressed_archive_size =
-        non_negative(root.i64(2)?, "negative compressed_archive_size")?;
+    let compressed_archive_size = non_negative(root.i64(2)?, "negative compressed_archive_size")?;
     let uncompressed_archive_size =
         non_negative(root.i64(3)?, "negative uncompressed_archive_size")?;
 

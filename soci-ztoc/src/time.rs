@@ -54,7 +54,11 @@ pub(crate) fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let secs: i64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let secs: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut nanos: u32 = 0;
     for (i, d) in frac.bytes().take(9).enumerate() {
         nanos += u32::from(d - b'0') * 10u32.pow(8 - i as u32);
@@ -78,9 +82,18 @@ mod tests {
     fn formats_like_go_rfc3339nano() {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(1677661200, 0), "2023-03-01T09:00:00Z");
-        assert_eq!(format_rfc3339(1677661200, 500_000_000), "2023-03-01T09:00:00.5Z");
-        assert_eq!(format_rfc3339(1677661200, 123_456_789), "2023-03-01T09:00:00.123456789Z");
-        assert_eq!(format_rfc3339(1677661200, 1_000), "2023-03-01T09:00:00.000001Z");
+        assert_eq!(
+            format_rfc3339(1677661200, 500_000_000),
+            "2023-03-01T09:00:00.5Z"
+        );
+        assert_eq!(
+            format_rfc3339(1677661200, 123_456_789),
+            "2023-03-01T09:00:00.123456789Z"
+        );
+        assert_eq!(
+            format_rfc3339(1677661200, 1_000),
+            "2023-03-01T09:00:00.000001Z"
+        );
         assert_eq!(format_rfc3339(-1, 0), "1969-12-31T23:59:59Z");
         // Years outside 0..=9999 cannot be written as RFC 3339: empty, like the reference.
         assert_eq!(format_rfc3339(253_402_300_799, 0), "9999-12-31T23:59:59Z");
@@ -93,14 +106,23 @@ mod tests {
 
     #[test]
     fn parses_any_offset() {
-        assert_eq!(parse_rfc3339("2023-03-01T10:00:00+01:00"), Some((1677661200, 0)));
-        assert_eq!(parse_rfc3339("2023-03-01T09:00:00.5Z"), Some((1677661200, 500_000_000)));
+        assert_eq!(
+            parse_rfc3339("2023-03-01T10:00:00+01:00"),
+            Some((1677661200, 0))
+        );
+        assert_eq!(
+            parse_rfc3339("2023-03-01T09:00:00.5Z"),
+            Some((1677661200, 500_000_000))
+        );
         assert_eq!(parse_rfc3339(""), None);
     }
 
     #[test]
     fn pax_times() {
-        assert_eq!(parse_pax_time(b"1677661200.5"), Some((1677661200, 500_000_000)));
+        assert_eq!(
+            parse_pax_time(b"1677661200.5"),
+            Some((1677661200, 500_000_000))
+        );
         assert_eq!(parse_pax_time(b"1677661200"), Some((1677661200, 0)));
         assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
         assert_eq!(parse_pax_time(b"1.1234567891"), Some((1, 123_456_789)));

@@ -5,7 +5,7 @@ use std::ops::Range;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
-use crate::types::{Compression, CompressedOffset, SpanId, UncompressedOffset, Ztoc};
+use crate::types::{CompressedOffset, Compression, SpanId, UncompressedOffset, Ztoc};
 use crate::zlib::{self, Flush, Inflater, Status};
 
 /// Size of a checkpoint window: the 32 KiB deflate history.
@@ -90,7 +90,8 @@ impl GzipCheckpoints {
             });
         }
         for rec in blob[HEADER_LEN..].chunks_exact(RECORD_LEN) {
-            let input = i64::from_le_bytes(rec[0..8].try_into().map_err(|_| Error::EmptyCheckpoints)?);
+            let input =
+                i64::from_le_bytes(rec[0..8].try_into().map_err(|_| Error::EmptyCheckpoints)?);
             let output =
                 i64::from_le_bytes(rec[8..16].try_into().map_err(|_| Error::EmptyCheckpoints)?);
             let (Ok(input), Ok(output)) = (u64::try_from(input), u64::try_from(output)) else {
@@ -123,8 +124,7 @@ impl GzipCheckpoints {
     /// Encodes in the layout it was read in (producers always create v2).
     pub fn to_bytes(&self) -> Vec<u8> {
         let skip = usize::from(self.legacy_v1 && !self.checkpoints.is_empty());
-        let mut out =
-            Vec::with_capacity(HEADER_LEN + (self.checkpoints.len() - skip) * RECORD_LEN);
+        let mut out = Vec::with_capacity(HEADER_LEN + (self.checkpoints.len() - skip) * RECORD_LEN);
         out.extend_from_slice(&(self.checkpoints.len() as i32).to_le_bytes());
         out.extend_from_slice(&(self.span_size as i64).to_le_bytes());
         for c in &self.checkpoints[skip..] {
@@ -423,7 +423,12 @@ impl Zinfo {
         })?;
         self.verify_span(id, compressed)?;
         let len = span.uncompressed.end - span.uncompressed.start;
-        self.inflate_from(id, compressed, UncompressedOffset(span.uncompressed.start), len)
+        self.inflate_from(
+            id,
+            compressed,
+            UncompressedOffset(span.uncompressed.start),
+            len,
+        )
     }
 
     /// Inflates `len` bytes starting at uncompressed offset `offset` from `compressed`, which

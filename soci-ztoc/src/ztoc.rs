@@ -80,8 +80,7 @@ impl Ztoc {
             .or_else(|| self.find_clean(&clean(name)))
             .ok_or_else(|| Error::FileNotFound(shown()))?;
         for _ in 0..MAX_LINK_HOPS {
-            if m.linkname.is_empty()
-                || !matches!(m.kind, EntryType::Symlink | EntryType::Hardlink)
+            if m.linkname.is_empty() || !matches!(m.kind, EntryType::Symlink | EntryType::Hardlink)
             {
                 return Ok(m);
             }
