@@ -176,8 +176,9 @@ fn get_file(
     }
     let data = ztoc.extract_file(&zinfo, &blob, path.as_bytes())?;
     match output {
-        Some(p) => std::fs::write(p, &data)
-            .with_context(|| format!("failed to write {}", p.display()))?,
+        Some(p) => {
+            std::fs::write(p, &data).with_context(|| format!("failed to write {}", p.display()))?
+        }
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(&data)?;

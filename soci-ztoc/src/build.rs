@@ -509,7 +509,8 @@ fn entry_metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMetadata
         }
     }
     let hdr = entry.header();
-    let flag = hdr.as_bytes()[156];
+    let raw = hdr.as_bytes();
+    let flag = raw[156];
     let name = match non_empty(pax.get(b"path".as_slice())) {
         Some(p) => p.to_vec(),
         None => entry.path_bytes().into_owned(),
@@ -561,17 +562,25 @@ fn entry_metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMetadata
         .and_then(|v| crate::time::parse_pax_time(v))
     {
         Some(t) => t,
-        None => (hdr.mtime().map_err(Error::Tar)? as i64, 0),
+        None => (numeric(raw, 136..148, "mtime")?, 0),
     };
-    let (devmajor, devminor) = match kind {
-        EntryType::Char | EntryType::Block => (
-            hdr.device_major().map_err(Error::Tar)?.unwrap_or(0),
-            hdr.device_minor().map_err(Error::Tar)?.unwrap_or(0),
-        ),
-        _ => (
-            hdr.device_major().ok().flatten().unwrap_or(0),
-            hdr.device_minor().ok().flatten().unwrap_or(0),
-        ),
+    let (devmajor, devminor) = (
+        numeric(raw, 329..337, "devmajor")?,
+        numeric(raw, 337..345, "devminor")?,
+    );
+    // PAX uid/gid override the header fields.
+    let pax_id = |key: &[u8]| {
+        pax.get(key)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let uid = match pax_id(b"uid") {
+        Some(v) => v,
+        None => numeric(raw, 108..116, "uid")?,
+    };
+    let gid = match pax_id(b"gid") {
+        Some(v) => v,
+        None => numeric(raw, 116..124, "gid")?,
     };
     Ok(FileMetadata {
         name,
@@ -579,14 +588,97 @@ fn entry_metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMetadata
         uncompressed_offset: UncompressedOffset(entry.raw_file_position()),
         uncompressed_size: size,
         linkname,
-        mode: i64::from(hdr.mode().map_err(Error::Tar)?),
-        uid: hdr.uid().map_err(Error::Tar)? as u32,
-        gid: hdr.gid().map_err(Error::Tar)? as u32,
+        mode: numeric(raw, 100..108, "mode")?,
+        uid: uid as u32,
+        gid: gid as u32,
         uname,
         gname,
         mod_time: crate::time::format_rfc3339(secs, nanos),
-        devmajor: i64::from(devmajor),
-        devminor: i64::from(devminor),
+        devmajor,
+        devminor,
         xattrs: pax,
     })
+}
+
+/// Parses a numeric header field the way Go's `archive/tar` does (whose output the format
+/// records): octal text with surrounding spaces/NULs trimmed (empty means 0), or GNU base-256
+/// when the high bit of the first byte is set.
+fn numeric(raw: &[u8; 512], field: std::ops::Range<usize>, what: &'static str) -> Result<i64> {
+    let b = &raw[field];
+    let bad = || {
+        Error::Tar(io::Error::other(format!(
+            "invalid numeric {what} field in tar header"
+        )))
+    };
+    if b.first().is_some_and(|c| c & 0x80 != 0) {
+        let inv: u8 = if b[0] & 0x40 != 0 { 0xff } else { 0 };
+        let mut x: u64 = 0;
+        for (i, c) in b.iter().enumerate() {
+            let mut c = c ^ inv;
+            if i == 0 {
+                c &= 0x7f;
+            }
+            if x >> 56 > 0 {
+                return Err(bad());
+            }
+            x = (x << 8) | u64::from(c);
+        }
+        if x >> 63 > 0 {
+            return Err(bad());
+        }
+        return Ok(if inv == 0xff { !(x as i64) } else { x as i64 });
+    }
+    let t = trim(b);
+    if t.is_empty() {
+        return Ok(0);
+    }
+    let s = std::str::from_utf8(t).map_err(|_| bad())?;
+    i64::from_str_radix(s, 8).map_err(|_| bad())
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let keep = |c: &u8| *c != b' ' && *c != 0;
+    let start = b.iter().position(keep).unwrap_or(b.len());
+    let end = b.iter().rposition(keep).map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr_with(field: std::ops::Range<usize>, bytes: &[u8]) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[field.start..field.start + bytes.len()].copy_from_slice(bytes);
+        h
+    }
+
+    #[test]
+    fn numeric_fields_parse_like_go() {
+        assert_eq!(
+            numeric(&hdr_with(108..116, b""), 108..116, "uid").unwrap(),
+            0
+        );
+        assert_eq!(
+            numeric(&hdr_with(108..116, b"0001750\0"), 108..116, "uid").unwrap(),
+            1000
+        );
+        assert_eq!(
+            numeric(&hdr_with(108..116, b" 17 "), 108..116, "uid").unwrap(),
+            15
+        );
+        let mut b256 = [0u8; 8];
+        b256[0] = 0x80;
+        b256[7] = 0x2a;
+        assert_eq!(
+            numeric(&hdr_with(108..116, &b256), 108..116, "uid").unwrap(),
+            42
+        );
+        let neg = [0xff; 8];
+        assert_eq!(
+            numeric(&hdr_with(136..144, &neg), 136..144, "mtime").unwrap(),
+            -1
+        );
+        assert!(numeric(&hdr_with(108..116, b"9x"), 108..116, "uid").is_err());
+    }
 }
