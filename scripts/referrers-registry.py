@@ -314,7 +314,9 @@ class Handler(BaseHTTPRequestHandler):
             return f.tell()
 
     def query(self):
-        return urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query, keep_blank_values=True)
+        # A literal '+' stays '+' (media types such as ...+json are often sent unescaped).
+        q = urllib.parse.urlsplit(self.path).query.replace("+", "%2B")
+        return urllib.parse.parse_qs(q, keep_blank_values=True)
 
     def dispatch(self):
         self._body_read = False

@@ -56,6 +56,14 @@ is_ours() {
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2"
 }
 
+# alive PID: running and not a zombie waiting to be reaped by its (new) parent
+alive() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ "$state" != Z ]
+}
+
 show_log() {
     log "last lines of $1:"
     tail -n 25 "$1" 2>/dev/null | sed 's/^/    /' >&2 || true
@@ -67,7 +75,7 @@ wait_ready() {
     shift 3
     deadline=$(( $(date +%s) + SERVICES_TIMEOUT ))
     while ! "$@" >/dev/null 2>&1; do
-        if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        if ! alive "$(cat "$pidfile")"; then
             show_log "$logfile"
             die "$name exited during startup (log: $logfile)"
         fi
@@ -201,10 +209,10 @@ stop_pid() {
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
+        alive "$pid" || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         log "$name (pid $pid) did not exit after ${STOP_TIMEOUT}s: KILL"
         kill -KILL "$pid" 2>/dev/null || true
         sleep 0.2
@@ -231,7 +239,7 @@ stop_tasks() {
     for cmd in /proc/[0-9]*/cmdline; do
         pid=${cmd#/proc/}
         pid=${pid%/cmdline}
-        args=$(tr '\0' ' ' <"$cmd" 2>/dev/null) || continue
+        { args=$(tr '\0' ' ' <"$cmd"); } 2>/dev/null || continue  # may have exited meanwhile
         if [[ $args == *containerd-shim*" -address $CTRD_SOCK "* ]]; then
             log "killing leftover shim pid $pid"
             kill -KILL "$pid" 2>/dev/null || true
