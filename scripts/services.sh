@@ -81,6 +81,8 @@ wait_ready() {
         fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
             show_log "$logfile"
+            kill -TERM "$(cat "$pidfile")" 2>/dev/null || true  # the process we just launched
+            rm -f "$pidfile"
             die "$name not ready after ${SERVICES_TIMEOUT}s (log: $logfile)"
         fi
         sleep 0.1
@@ -95,7 +97,8 @@ port_free() {
 launch() {
     local pidfile=$1 logfile=$2
     shift 2
-    setsid "$@" >>"$logfile" 2>&1 </dev/null &
+    [ -e "$logfile" ] && mv -f "$logfile" "$logfile.1"  # keep the previous run's log
+    setsid "$@" >"$logfile" 2>&1 </dev/null &
     echo $! >"$pidfile"
 }
 
@@ -248,8 +251,10 @@ stop_tasks() {
 }
 
 # Unmount everything mounted under BASE, deepest first; lazy unmount as a fallback.
+# Only in a base dir this script created: never sweep e.g. all of /tmp.
 unmount_all() {
     local m
+    [ -e "$MARKER" ] || return 0
     awk -v base="$BASE/" '{ m = $5; gsub(/\\040/, " ", m); if (index(m, base) == 1) print m }' \
         /proc/self/mountinfo | sort -r | while IFS= read -r m; do
         log "unmounting $m"
