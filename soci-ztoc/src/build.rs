@@ -18,6 +18,8 @@ use crate::{CompressedOffset, Zinfo};
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const INPUT_CHUNK: usize = 64 * 1024;
+/// Output space offered to one inflate call, after the 32 KiB of history.
+const OUTPUT_CHUNK: usize = 128 * 1024;
 const BLOCK: u64 = 512;
 
 /// Builds a [`Ztoc`] from a layer blob (gzip or plain tar) read once, front to back.
@@ -182,8 +184,12 @@ struct GzipIndexer<R> {
     in_len: usize,
     src_eof: bool,
     inf: Inflater,
-    ring: Box<[u8; WINDOW_SIZE]>,
-    ring_pos: usize,
+    /// Sliding output buffer: `out[..out_len]` ends with (at least) the last 32 KiB of output.
+    /// Inflate writes into `out[out_len..]`; zlib-rs may scribble past the bytes it reports
+    /// as produced, so history must never sit after the write position (a ring buffer used
+    /// as zlib's output, as in zran.c, gets its oldest bytes clobbered).
+    out: Vec<u8>,
+    out_len: usize,
     pending: std::ops::Range<usize>,
     totin: u64,
     totout: u64,
@@ -209,8 +215,10 @@ impl<R: Read> GzipIndexer<R> {
             in_len: 0,
             src_eof: false,
             inf,
-            ring: Box::new([0; WINDOW_SIZE]),
-            ring_pos: 0,
+            // Starts with 32 KiB of zeros: the window of checkpoints near the start is
+            // zero-padded at the front (SPEC §2.1).
+            out: vec![0; WINDOW_SIZE + OUTPUT_CHUNK],
+            out_len: WINDOW_SIZE,
             pending: 0..0,
             totin: 0,
             totout: 0,
@@ -251,14 +259,16 @@ impl<R: Read> GzipIndexer<R> {
 
     /// One inflate call; may produce output into `pending`.
     fn step(&mut self) -> Result<()> {
-        if self.ring_pos == WINDOW_SIZE {
-            self.ring_pos = 0;
+        if self.out_len == self.out.len() {
+            self.out
+                .copy_within(self.out_len - WINDOW_SIZE..self.out_len, 0);
+            self.out_len = WINDOW_SIZE;
         }
         self.refill()?;
         let input = &self.inbuf[self.in_pos..self.in_len];
         let (status, used, produced) = self
             .inf
-            .inflate(input, &mut self.ring[self.ring_pos..], Flush::Block)
+            .inflate(input, &mut self.out[self.out_len..], Flush::Block)
             .map_err(|e| Error::Gzip {
                 offset: self.totin,
                 reason: e.describe(),
@@ -273,8 +283,8 @@ impl<R: Read> GzipIndexer<R> {
         self.in_pos += used;
         self.totin += used as u64;
         self.totout += produced as u64;
-        self.pending = self.ring_pos..self.ring_pos + produced;
-        self.ring_pos += produced;
+        self.pending = self.out_len..self.out_len + produced;
+        self.out_len += produced;
 
         match status {
             Status::StreamEnd => {
@@ -306,9 +316,7 @@ impl<R: Read> GzipIndexer<R> {
 
     fn checkpoint(&mut self, bits: u8) {
         let mut window = Box::new([0u8; WINDOW_SIZE]);
-        let tail = WINDOW_SIZE - self.ring_pos;
-        window[..tail].copy_from_slice(&self.ring[self.ring_pos..]);
-        window[tail..].copy_from_slice(&self.ring[..self.ring_pos]);
+        window.copy_from_slice(&self.out[self.out_len - WINDOW_SIZE..self.out_len]);
         self.checkpoints.push(Checkpoint {
             input: CompressedOffset(self.totin),
             output: UncompressedOffset(self.totout),
@@ -344,7 +352,7 @@ impl<R: Read> Read for GzipIndexer<R> {
             if !self.pending.is_empty() {
                 let n = buf.len().min(self.pending.len());
                 let start = self.pending.start;
-                buf[..n].copy_from_slice(&self.ring[start..start + n]);
+                buf[..n].copy_from_slice(&self.out[start..start + n]);
                 self.pending.start += n;
                 return Ok(n);
             }
