@@ -1,7 +1,7 @@
 //! Building a zTOC from a layer in one streaming pass (SPEC §2.2, §3).
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 use sha2::{Digest as _, Sha256};
 
@@ -67,12 +67,16 @@ impl ZtocBuilder {
     }
 
     /// Reads the whole layer and builds its zTOC. Gzip vs tar is detected from the bytes.
-    pub fn build<R: Read>(&self, layer: R) -> Result<Ztoc> {
-        let mut r = BufReader::with_capacity(INPUT_CHUNK, layer);
-        let head = r.fill_buf().map_err(Error::io("reading layer"))?;
+    pub fn build<R: Read>(&self, mut layer: R) -> Result<Ztoc> {
+        // Sniff the magic from the first 4 bytes, however the reader chunks them (a network
+        // body or pipe may return 1 byte first).
+        let mut magic = [0u8; 4];
+        let n = read_full(&mut layer, &mut magic).map_err(Error::io("reading layer"))?;
+        let head = &magic[..n];
         if head.starts_with(&ZSTD_MAGIC) {
             return Err(Error::UnsupportedCompression("zstd"));
         }
+        let r = BufReader::with_capacity(INPUT_CHUNK, head.chain(layer));
         if head.starts_with(&GZIP_MAGIC) {
             self.build_gzip(r)
         } else {
