@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Smoke test of the end-to-end test infrastructure, independent of soci-rs:
-# install deps (skipped when present), start the services, build the small and
-# large test images, push them to both registries (distribution 2.8 and the
-# OCI 1.1 referrers registry), check the Referrers API, pull each image with
-# ctr (default overlayfs snapshotter), run it and check its output, then stop
-# the services again (only if this script started them).
+# install deps (skipped when present), unit-test the referrers registry, start
+# the services, build the small and large test images, push them to both
+# registries (distribution 2.8 and the OCI 1.1 referrers registry), check the
+# Referrers API, pull each image with ctr (default overlayfs snapshotter), run
+# it and check its output, then stop the services again (only if this script
+# started them).
 #
 # usage: scripts/e2e-smoke.sh
 # environment: SOCI_E2E_BASE, REGISTRY_PORT, REFERRERS_PORT (see services.sh);
@@ -45,6 +46,9 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     step "install dependencies"
     "$SCRIPT_DIR/install-deps.sh"
 fi
+
+step "referrers registry protocol tests"
+python3 "$SCRIPT_DIR/test_referrers_registry.py"
 
 step "start services"
 if ! "$SCRIPT_DIR/services.sh" status >/dev/null 2>&1; then
