@@ -353,7 +353,11 @@ impl Zinfo {
                 let start = c.input.0.saturating_sub(u64::from(c.bits != 0));
                 let (cend, uend) = match g.checkpoints.get(i + 1) {
                     Some(n) => (n.input.0, n.output.0),
-                    None => (self.blob_size, self.tar_size),
+                    // The last checkpoint may sit in zero padding after the end-of-archive
+                    // marker (a deflate block boundary past `tar_size`, e.g. GNU tar's 10 KiB
+                    // records). The reference producer writes such zTOCs; that span simply
+                    // holds no archive bytes.
+                    None => (self.blob_size, self.tar_size.max(c.output.0)),
                 };
                 Span {
                     id,

@@ -60,3 +60,42 @@ fn r_magic_sniffed_across_short_reads() {
         .unwrap_err();
     assert_eq!(err.to_string(), "unsupported compression: zstd");
 }
+
+/// A checkpoint inside the zero padding after the end-of-archive marker made the last span
+/// start past `uncompressed_archive_size`; the builder then rejected its own zTOC ("span
+/// offsets are non-monotonic") although the reference producer writes it. Found with a
+/// GNU-tar-like 10 KiB padding and span size 0; forced here with 1 MiB of padding.
+#[test]
+fn r_last_checkpoint_in_trailing_padding() {
+    let mut raw = RawTar::new();
+    raw.file("a", &noise(40_000, 5, true));
+    raw.file("b", b"small");
+    let tar = raw.finish(2, 1 << 20);
+    let end = raw.tar_size as usize;
+    // zlib-rs level 1 ends blocks inside the padding; a second member starting in the
+    // padding puts a checkpoint there with any compressor.
+    let layers = [gzip(&tar, 1), gzip_members(&tar, &[end + 512], 6)];
+    for (level, layer) in layers.iter().enumerate() {
+        for span in [0, 10_000].into_iter().take(2 - level) {
+            let z = check(&Fixture::from_raw(layer, &raw, &tar), span);
+            let (_, cps) = parse_blob(&z.compression.checkpoints);
+            assert!(
+                cps.last().unwrap().output > z.uncompressed_archive_size,
+                "layer {level} span {span}: no checkpoint in the padding"
+            );
+            let zinfo = z.zinfo().unwrap();
+            let last = zinfo.span(zinfo.max_span_id()).unwrap();
+            assert!(last.uncompressed.is_empty());
+            assert_eq!(
+                zinfo
+                    .read_range(
+                        &layer,
+                        soci_ztoc::UncompressedOffset(0),
+                        z.uncompressed_archive_size
+                    )
+                    .unwrap(),
+                tar[..z.uncompressed_archive_size as usize]
+            );
+        }
+    }
+}

@@ -435,7 +435,9 @@ pub fn span_ranges(
             let start = if c.bits != 0 { c.input - 1 } else { c.input };
             let (cend, uend) = match cps.get(i + 1) {
                 Some(n) => (n.input, n.output),
-                None => (blob_size, tar_size),
+                // §2.3 says `tar_size`; when the last checkpoint sits in the padding after
+                // the archive that range would be inverted, so it is empty instead.
+                None => (blob_size, tar_size.max(c.output)),
             };
             (start..cend, c.output..uend)
         })
