@@ -52,10 +52,20 @@ else
     command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script targets Debian 12"
     export DEBIAN_FRONTEND=noninteractive
     start=$(date +%s)
+    # retry: a mirror hiccup should not fail a CI run
+    retry() {
+        local n
+        for n in 1 2 3; do
+            "$@" && return 0
+            log "attempt $n of '$*' failed"
+            sleep $((n * 5))
+        done
+        die "'$*' failed 3 times"
+    }
     log "apt-get update"
-    apt-get update -qq
+    retry apt-get -o DPkg::Lock::Timeout=120 update -qq
     log "apt-get install ${PACKAGES[*]}"
-    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+    retry apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
     log "apt done in $(( $(date +%s) - start ))s"
     for b in "${BINARIES[@]}"; do
         command -v "$b" >/dev/null 2>&1 || die "'$b' still not on PATH after install"
