@@ -109,6 +109,14 @@ pub enum Error {
     #[error("no ztocs created, all layers either skipped or produced errors")]
     NoZtocs,
 
+    /// Reading a layer blob to build its zTOC failed.
+    #[error("failed to read layer blob")]
+    ReadLayer(#[source] std::io::Error),
+
+    /// `soci-ztoc` could not build or parse a zTOC.
+    #[error(transparent)]
+    Ztoc(#[from] soci_ztoc::Error),
+
     /// An unknown `--optimizations` value.
     #[error("optimization {name} is not a valid optimization [xattr]")]
     InvalidOptimization {

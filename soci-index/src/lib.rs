@@ -14,6 +14,7 @@ pub mod json;
 mod manifest;
 mod prefetch;
 mod referrers;
+mod ztoc_adapter;
 
 pub use build::{
     can_disable_xattrs, classify_layer, is_layer_media_type, is_opaque_whiteout, is_xattr_record,
@@ -42,3 +43,7 @@ pub use referrers::{
     filter_referrers, referrer_descriptor, select_referrer, update_fallback_index,
     FallbackIndexUpdate,
 };
+pub use ztoc_adapter::{ParsedZtoc, ZtocIndexer};
+
+/// Re-exported because [`ParsedZtoc`] and [`Error::Ztoc`] expose its types.
+pub use soci_ztoc;
