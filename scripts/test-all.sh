@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STEP=""
-trap 'rc=$?; if [ $rc -ne 0 ]; then echo "FAILED at step: ${STEP} (exit $rc)" >&2; fi' EXIT
+on_exit() {
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then echo "FAILED at step: ${STEP} (exit $rc)" >&2; fi
+}
+trap on_exit EXIT
 step() { STEP="$1"; echo; echo "=== ${STEP} ==="; }
 START=$(date +%s)
 
@@ -46,6 +50,9 @@ if [ -d benches ]; then
   step "bench smoke (compile + one quick iteration)"
   cargo bench $LOCKED -p soci-benches -- --test
 fi
+
+step "test infrastructure smoke (registries, images, containerd, runc)"
+SKIP_INSTALL=1 scripts/e2e-smoke.sh
 
 if [ -x scripts/e2e.sh ]; then
   step "end-to-end (containerd + registry + FUSE)"
