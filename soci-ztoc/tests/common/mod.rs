@@ -84,12 +84,17 @@ impl Hdr {
         octal(&mut b[329..337], self.devmajor);
         octal(&mut b[337..345], self.devminor);
         put(&mut b[345..500], &self.prefix);
-        b[148..156].copy_from_slice(b"        ");
-        let sum: u64 = b.iter().map(|&x| u64::from(x)).sum();
-        let s = format!("{sum:06o}\0 ");
-        b[148..156].copy_from_slice(s.as_bytes());
+        set_checksum(&mut b);
         b
     }
+}
+
+/// (Re)computes the header checksum after the block was edited.
+pub fn set_checksum(b: &mut [u8; BLOCK]) {
+    b[148..156].copy_from_slice(b"        ");
+    let sum: u64 = b.iter().map(|&x| u64::from(x)).sum();
+    let s = format!("{sum:06o}\0 ");
+    b[148..156].copy_from_slice(s.as_bytes());
 }
 
 fn put(dst: &mut [u8], src: &[u8]) {
@@ -97,7 +102,7 @@ fn put(dst: &mut [u8], src: &[u8]) {
     dst[..src.len()].copy_from_slice(src);
 }
 
-fn octal(dst: &mut [u8], v: u64) {
+pub fn octal(dst: &mut [u8], v: u64) {
     let s = format!("{:0width$o}\0", v, width = dst.len() - 1);
     assert_eq!(s.len(), dst.len(), "value {v} does not fit");
     dst.copy_from_slice(s.as_bytes());
