@@ -1,0 +1,96 @@
+//! Counters of one layer (or shared by several), cheap to bump from any thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Atomic counters of a lazily loaded layer. Share one `Arc<Metrics>` between layers to
+        /// aggregate. Read them with [`Metrics::snapshot`]; the snapshotter exports them.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        /// A point-in-time copy of [`Metrics`].
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct MetricsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Metrics {
+            /// Copies every counter.
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// FUSE reads served (`synchronous_read_count`).
+    synchronous_read_count,
+    /// Bytes returned to FUSE reads (`synchronous_bytes_served`).
+    synchronous_bytes_served,
+    /// Microseconds spent in FUSE reads, summed.
+    synchronous_read_micros,
+    /// Spans fetched from the source because a FUSE read needed them
+    /// (`synchronous_read_remote_registry_fetch_count`).
+    on_demand_span_fetches,
+    /// Spans fetched for prefetch or read-ahead.
+    prefetch_span_fetches,
+    /// Spans fetched by the background fetcher (`background_span_fetch_count`).
+    background_span_fetch_count,
+    /// Background span fetches that failed (`background_span_fetch_failure_count`).
+    background_span_fetch_failure_count,
+    /// Compressed bytes read from the source.
+    bytes_fetched,
+    /// Source reads that failed (I/O, short read, remote error).
+    source_errors,
+    /// Fetched spans whose digest did not match.
+    digest_mismatches,
+    /// Reads that gave up waiting for a span.
+    timeouts,
+    /// Span reads served from the memory or disk cache.
+    cache_hits,
+    /// Span reads that had to fetch or decompress first.
+    cache_misses,
+    /// Cache files evicted to stay within the byte budget.
+    cache_evictions,
+    /// Opens that used FUSE passthrough.
+    passthrough_opens,
+    /// Failed FUSE `read`s (`fuse_file_read_failure_count`).
+    fuse_read_failures,
+    /// Failed FUSE `open`s (`fuse_node_open_failure_count`).
+    fuse_open_failures,
+    /// Failed FUSE `lookup`s other than plain ENOENT (`fuse_node_lookup_failure_count`).
+    fuse_lookup_failures,
+    /// Failed FUSE `getattr`s (`fuse_node_getattr_failure_count`).
+    fuse_getattr_failures,
+    /// Failed FUSE `readdir`s (`fuse_node_readdir_failure_count`).
+    fuse_readdir_failures,
+    /// Failed FUSE `listxattr`s (`fuse_node_listxattr_failure_count`).
+    fuse_listxattr_failures,
+}
+
+impl Metrics {
+    pub(crate) fn add(&self, f: fn(&Metrics) -> &AtomicU64, n: u64) {
+        f(self).fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_copies() {
+        let m = Metrics::default();
+        m.add(|m| &m.timeouts, 2);
+        m.add(|m| &m.bytes_fetched, 7);
+        let s = m.snapshot();
+        assert_eq!((s.timeouts, s.bytes_fetched, s.source_errors), (2, 7, 0));
+    }
+}
