@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod auth;
+mod challenge;
+mod client;
+mod config;
+mod digest;
+mod error;
+mod reference;
+mod transport;
+mod types;
+
+pub use auth::{Auth, DockerConfig, Secret};
+pub use client::{Client, MAX_MANIFEST_SIZE};
+pub use config::{
+    ClientBuilder, PlainHttp, DEFAULT_DIAL_TIMEOUT, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_WAIT, DEFAULT_MIN_WAIT, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use digest::Digest;
+pub use error::{BoxError, Error, ReferenceParseError, RegistryError, Result};
+pub use reference::Reference;
+pub use types::{
+    BlobPushOutcome, Descriptor, Manifest, PushBlobOptions, PushedBlob, PushedManifest, Referrers,
+    ReferrersSource,
+};

@@ -1,0 +1,850 @@
+//! In-process fault injection: a loopback HTTP server that misbehaves on purpose (5xx bursts, resets
+//! mid-body, slow bodies, auth challenges, expiring tokens, cross-host redirects, Range handling).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{pattern, serve_range, Reply, Request, Response, Server};
+use serde_json::json;
+use soci_registry::{
+    Auth, BlobPushOutcome, Client, Digest, DockerConfig, Error, PlainHttp, PushBlobOptions,
+    Reference, ReferrersSource,
+};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn client() -> Client {
+    Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .retry_wait(Duration::from_millis(1), Duration::from_millis(10))
+        .max_retries(4)
+        .request_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn manifest_body() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+        "layers": []
+    }))
+    .unwrap()
+}
+
+fn image(server: &Server) -> Reference {
+    format!("{}/demo/app:v1", server.host()).parse().unwrap()
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_success() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let body = manifest_body();
+    let (n2, b2) = (n.clone(), body.clone());
+    let server = Server::start(move |_req| {
+        let i = n2.fetch_add(1, Ordering::SeqCst);
+        match i {
+            0 => Response::new(500).into(),
+            1 => Response::new(502).into(),
+            2 => Response::new(503).header("Retry-After", "0").into(),
+            3 => Response::new(429).into(),
+            _ => Response::new(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .body(b2.clone())
+                .into(),
+        }
+    })
+    .await;
+    let m = client().get_manifest(&image(&server)).await.unwrap();
+    assert_eq!(m.bytes.as_ref(), body.as_slice());
+    assert_eq!(m.media_type, OCI_MANIFEST);
+    assert_eq!(m.digest, Digest::sha256_of(&body));
+    assert_eq!(server.count("GET", "/v2/demo/app/manifests/v1"), 5);
+}
+
+#[tokio::test]
+async fn retries_are_bounded_and_4xx_is_not_retried() {
+    let server = Server::start(|req: &Request| {
+        if req.path().ends_with("/always500") {
+            Response::new(500)
+                .json(&json!({"errors":[{"code":"UNKNOWN","message":"boom"}]}))
+                .into()
+        } else if req.path().ends_with("/notimpl") {
+            Response::new(501).into()
+        } else {
+            Response::new(404)
+                .json(&json!({"errors":[{"code":"MANIFEST_UNKNOWN","message":"nope"}]}))
+                .into()
+        }
+    })
+    .await;
+    let c = Client::builder()
+        .plain_http(PlainHttp::Always)
+        .retry_wait(Duration::from_millis(1), Duration::from_millis(2))
+        .max_retries(2)
+        .build()
+        .unwrap();
+    let r: Reference = format!("{}/demo/app:always500", server.host())
+        .parse()
+        .unwrap();
+    match c.get_manifest(&r).await {
+        Err(Error::Status {
+            status: 500,
+            attempts: 3,
+            registry_error: Some(e),
+            ..
+        }) => assert_eq!(e.code, "UNKNOWN"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.count("GET", "/v2/demo/app/manifests/always500"), 3);
+
+    let r: Reference = format!("{}/demo/app:notimpl", server.host())
+        .parse()
+        .unwrap();
+    assert!(matches!(
+        c.get_manifest(&r).await,
+        Err(Error::Status {
+            status: 501,
+            attempts: 1,
+            ..
+        })
+    ));
+
+    let r: Reference = format!("{}/demo/app:missing", server.host())
+        .parse()
+        .unwrap();
+    let e = c.get_manifest(&r).await.unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+    assert_eq!(server.count("GET", "/v2/demo/app/manifests/missing"), 1);
+    assert_eq!(c.head_manifest(&r).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn connect_errors_are_retried_then_reported() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .retry_wait(Duration::from_millis(1), Duration::from_millis(2))
+        .max_retries(2)
+        .dial_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let r: Reference = format!("127.0.0.1:{port}/a/b:c").parse().unwrap();
+    match c.get_manifest(&r).await {
+        Err(e @ Error::Transport { attempts: 3, .. }) => {
+            // The message names method and URL, and the cause is in the source chain.
+            let msg = e.to_string();
+            assert!(msg.contains("GET http://127.0.0.1:"), "{msg}");
+            assert!(std::error::Error::source(&e).is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reset_mid_body_is_retried_for_whole_reads() {
+    let blob = pattern(200_000);
+    let digest = Digest::sha256_of(&blob);
+    let n = Arc::new(AtomicUsize::new(0));
+    let (n2, b2) = (n.clone(), blob.clone());
+    let server = Server::start(move |_req| {
+        if n2.fetch_add(1, Ordering::SeqCst) < 2 {
+            Reply::Truncate(Response::new(200).body(b2.clone()), 70_000)
+        } else {
+            Response::new(200).body(b2.clone()).into()
+        }
+    })
+    .await;
+    let got = client()
+        .get_blob(&image(&server), &digest, Some(blob.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), blob.as_slice());
+    assert_eq!(server.count("GET", "/v2/demo/app/blobs/"), 3);
+}
+
+#[tokio::test]
+async fn copy_blob_resumes_with_range_after_reset() {
+    let blob = pattern(300_000);
+    let digest = Digest::sha256_of(&blob);
+    let b2 = blob.clone();
+    let first = Arc::new(AtomicUsize::new(0));
+    let f2 = first.clone();
+    let server = Server::start(move |req| {
+        if f2.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::Truncate(Response::new(200).body(b2.clone()), 123_457)
+        } else {
+            serve_range(req, &b2).into()
+        }
+    })
+    .await;
+    let mut out = Vec::new();
+    let n = client()
+        .copy_blob(&image(&server), &digest, Some(blob.len() as u64), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(n, blob.len() as u64);
+    assert_eq!(out, blob);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].header("range"), None);
+    assert_eq!(reqs[1].header("range"), Some("bytes=123457-"));
+
+    // Same, but the server ignores Range on the resume: the client skips what it already wrote.
+    let b3 = blob.clone();
+    let first = Arc::new(AtomicUsize::new(0));
+    let server = Server::start(move |_req| {
+        if first.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::Truncate(Response::new(200).body(b3.clone()), 99_999)
+        } else {
+            Response::new(200).body(b3.clone()).into()
+        }
+    })
+    .await;
+    let mut out = Vec::new();
+    client()
+        .copy_blob(&image(&server), &digest, None, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, blob);
+}
+
+#[tokio::test]
+async fn corrupted_content_is_rejected() {
+    let blob = pattern(1000);
+    let digest = Digest::sha256_of(&blob);
+    let mut bad = blob.clone();
+    bad[10] ^= 1;
+    let server = Server::start(move |req| {
+        if req.path().contains("/manifests/") {
+            Response::new(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .body(b"{\"tampered\":true}".to_vec())
+                .into()
+        } else {
+            Response::new(200).body(bad.clone()).into()
+        }
+    })
+    .await;
+    let c = client();
+    let r = image(&server);
+    assert!(matches!(
+        c.get_blob(&r, &digest, None).await,
+        Err(Error::DigestMismatch { .. })
+    ));
+    assert!(matches!(
+        c.get_blob(&r, &digest, Some(999)).await,
+        Err(Error::SizeMismatch { .. })
+    ));
+    let mut sink = Vec::new();
+    assert!(matches!(
+        c.copy_blob(&r, &digest, None, &mut sink).await,
+        Err(Error::DigestMismatch { .. })
+    ));
+    let by_digest = r.to_digest(&Digest::sha256_of(&manifest_body()));
+    assert!(matches!(
+        c.get_manifest(&by_digest).await,
+        Err(Error::DigestMismatch { .. })
+    ));
+}
+
+#[tokio::test]
+async fn slow_body_past_timeout_is_a_clear_error() {
+    let server = Server::start(|_req| {
+        Reply::Slow(
+            Response::new(200).body(vec![b'x'; 64]),
+            4,
+            Duration::from_millis(100),
+        )
+    })
+    .await;
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .retry_wait(Duration::from_millis(1), Duration::from_millis(2))
+        .max_retries(1)
+        .request_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = c
+        .get_blob(&image(&server), &Digest::sha256_of(b"x"), None)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Timeout {
+            attempts: 2,
+            timeout,
+            ..
+        } => assert_eq!(*timeout, Duration::from_millis(300)),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A registry that wants `Bearer <current token>`; the token endpoint requires Basic alice:secret.
+struct TokenRegistry {
+    issued: AtomicUsize,
+    /// Requests the current token may still serve before the registry "expires" it.
+    budget: AtomicUsize,
+    per_token: usize,
+}
+
+fn token_registry(per_token: usize) -> (Arc<TokenRegistry>, impl Fn(&Request) -> Reply) {
+    let st = Arc::new(TokenRegistry {
+        issued: AtomicUsize::new(0),
+        budget: AtomicUsize::new(0),
+        per_token,
+    });
+    let s2 = st.clone();
+    let body = manifest_body();
+    let handler = move |req: &Request| -> Reply {
+        let host = req.header("host").unwrap_or_default().to_owned();
+        if req.path() == "/token" {
+            // base64("alice:secret")
+            if req.header("authorization") != Some("Basic YWxpY2U6c2VjcmV0") {
+                return Response::new(401).into();
+            }
+            assert!(
+                req.query().contains("service=test-registry"),
+                "{}",
+                req.query()
+            );
+            assert!(
+                req.query().contains("scope=repository%3Ademo%2Fapp%3Apull"),
+                "{}",
+                req.query()
+            );
+            let n = s2.issued.fetch_add(1, Ordering::SeqCst) + 1;
+            s2.budget.store(s2.per_token, Ordering::SeqCst);
+            return Response::new(200)
+                .json(&json!({"token": format!("tok-{n}"), "expires_in": 300}))
+                .into();
+        }
+        let current = format!("Bearer tok-{}", s2.issued.load(Ordering::SeqCst));
+        let ok = req.header("authorization") == Some(current.as_str())
+            && s2
+                .budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                .is_ok();
+        if !ok {
+            return Response::new(401)
+                .header(
+                    "WWW-Authenticate",
+                    &format!(
+                        "Bearer realm=\"http://{host}/token\",service=\"test-registry\",scope=\"repository:demo/app:pull\""
+                    ),
+                )
+                .into();
+        }
+        Response::new(200)
+            .header("Content-Type", OCI_MANIFEST)
+            .body(body.clone())
+            .into()
+    };
+    (st, handler)
+}
+
+#[tokio::test]
+async fn bearer_challenge_then_token_then_success_and_token_is_cached() {
+    let (st, handler) = token_registry(100);
+    let server = Server::start(handler).await;
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .auth(Auth::basic("alice", "secret"))
+        .build()
+        .unwrap();
+    let r = image(&server);
+    c.get_manifest(&r).await.unwrap();
+    c.get_manifest(&r).await.unwrap();
+    c.get_manifest(&r).await.unwrap();
+    assert_eq!(
+        st.issued.load(Ordering::SeqCst),
+        1,
+        "token fetched once and cached"
+    );
+    let reqs = server.requests();
+    // unauthenticated try, token, retry, then two requests straight with the cached token
+    assert_eq!(reqs.len(), 5, "{reqs:#?}");
+    assert_eq!(reqs[0].header("authorization"), None);
+    assert_eq!(reqs[2].header("authorization"), Some("Bearer tok-1"));
+}
+
+#[tokio::test]
+async fn expired_token_is_refreshed_once_and_request_retried() {
+    let (st, handler) = token_registry(2);
+    let server = Server::start(handler).await;
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .auth(Auth::basic("alice", "secret"))
+        .build()
+        .unwrap();
+    let r = image(&server);
+    for _ in 0..5 {
+        c.get_manifest(&r).await.unwrap();
+    }
+    assert_eq!(st.issued.load(Ordering::SeqCst), 3);
+    let tokens: Vec<Option<String>> = server
+        .requests()
+        .iter()
+        .filter(|q| q.path() != "/token")
+        .map(|q| q.header("authorization").map(str::to_owned))
+        .collect();
+    assert!(
+        tokens.contains(&Some("Bearer tok-3".to_owned())),
+        "{tokens:?}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_give_unauthorized_without_looping() {
+    let (_st, handler) = token_registry(100);
+    let server = Server::start(handler).await;
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .auth(Auth::basic("alice", "wrong"))
+        .build()
+        .unwrap();
+    let err = c.get_manifest(&image(&server)).await.unwrap_err();
+    assert!(err.is_unauthorized(), "{err:?}");
+    // Never log or print the password.
+    assert!(!format!("{err:?} {err}").contains("wrong"));
+    assert!(server.requests().len() <= 3);
+}
+
+#[tokio::test]
+async fn docker_config_credentials_reach_the_token_realm() {
+    let (st, handler) = token_registry(100);
+    let server = Server::start(handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    // base64("alice:secret")
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6c2VjcmV0"}}}}}}"#,
+            server.host()
+        ),
+    )
+    .unwrap();
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .auth(Auth::DockerConfig(DockerConfig::at(&path)))
+        .build()
+        .unwrap();
+    c.get_manifest(&image(&server)).await.unwrap();
+    assert_eq!(st.issued.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn redirect_to_another_host_never_carries_authorization() {
+    let blob = pattern(5000);
+    let digest = Digest::sha256_of(&blob);
+    let b2 = blob.clone();
+    // "Storage" on another loopback address (127.0.0.2) or, if that cannot be bound, on `localhost`.
+    let (storage, storage_host) = match tokio::net::TcpListener::bind("127.0.0.2:0").await {
+        Ok(l) => {
+            drop(l);
+            let s = Server::start_on("127.0.0.2", move |req| serve_range(req, &b2).into()).await;
+            let h = s.host();
+            (s, h)
+        }
+        Err(_) => {
+            let s = Server::start(move |req| serve_range(req, &b2).into()).await;
+            let h = format!("localhost:{}", s.addr.port());
+            (s, h)
+        }
+    };
+    let registry = Server::start(move |req| {
+        if req.header("authorization") != Some("Basic YWxpY2U6c2VjcmV0") {
+            return Response::new(401)
+                .header("WWW-Authenticate", "Basic realm=\"registry\"")
+                .into();
+        }
+        Response::new(307)
+            .header(
+                "Location",
+                &format!("http://{storage_host}/bucket/blob?X-Amz-Signature=s3cr3t"),
+            )
+            .into()
+    })
+    .await;
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .auth(Auth::basic("alice", "secret"))
+        .build()
+        .unwrap();
+    let r = image(&registry);
+    let got = c.get_blob(&r, &digest, None).await.unwrap();
+    assert_eq!(got.as_ref(), blob.as_slice());
+    let part = c.read_range(&r, &digest, 100, 50).await.unwrap();
+    assert_eq!(part.as_ref(), &blob[100..150]);
+
+    let reg_reqs = registry.requests();
+    assert!(reg_reqs.iter().any(|q| q.header("authorization").is_some()));
+    let st_reqs = storage.requests();
+    assert_eq!(st_reqs.len(), 2);
+    for q in &st_reqs {
+        assert_eq!(q.header("authorization"), None, "credentials leaked: {q:?}");
+        assert!(q.target.contains("X-Amz-Signature=s3cr3t"));
+    }
+    // The Range header survives the redirect.
+    assert_eq!(st_reqs[1].header("range"), Some("bytes=100-149"));
+}
+
+#[tokio::test]
+async fn too_many_redirects_is_an_error() {
+    let server = Server::start(|req: &Request| {
+        Response::new(302)
+            .header("Location", &format!("{}?again", req.path()))
+            .into()
+    })
+    .await;
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .max_redirects(3)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        c.get_blob(&image(&server), &Digest::sha256_of(b""), None)
+            .await,
+        Err(Error::TooManyRedirects { limit: 3, .. })
+    ));
+    assert_eq!(server.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn range_reads_use_206() {
+    let blob = pattern(10_000);
+    let digest = Digest::sha256_of(&blob);
+    let b2 = blob.clone();
+    let server = Server::start(move |req| serve_range(req, &b2).into()).await;
+    let c = client();
+    let r = image(&server);
+    for (off, len) in [
+        (0u64, 1u64),
+        (0, 10_000),
+        (1234, 4321),
+        (9_999, 1),
+        (9_000, 5_000),
+    ] {
+        let got = c.read_range(&r, &digest, off, len).await.unwrap();
+        let end = ((off + len) as usize).min(blob.len());
+        assert_eq!(got.as_ref(), &blob[off as usize..end], "{off}+{len}");
+    }
+    assert!(c.read_range(&r, &digest, 5, 0).await.unwrap().is_empty());
+    let reqs = server.requests();
+    assert_eq!(reqs[2].header("range"), Some("bytes=1234-5554"));
+    assert_eq!(reqs[2].header("accept-encoding"), Some("identity"));
+    assert!(matches!(
+        c.read_range(&r, &digest, 10_000, 10).await,
+        Err(Error::RangeNotSatisfiable { offset: 10_000, .. })
+    ));
+}
+
+#[tokio::test]
+async fn range_ignored_by_server_is_handled() {
+    let blob = pattern(50_000);
+    let digest = Digest::sha256_of(&blob);
+    let b2 = blob.clone();
+    let server = Server::start(move |_req| Response::new(200).body(b2.clone()).into()).await;
+    let c = client();
+    let r = image(&server);
+    let got = c.read_range(&r, &digest, 40_000, 1000).await.unwrap();
+    assert_eq!(got.as_ref(), &blob[40_000..41_000]);
+    let got = c.read_range(&r, &digest, 49_990, 100).await.unwrap();
+    assert_eq!(got.as_ref(), &blob[49_990..]);
+    assert!(matches!(
+        c.read_range(&r, &digest, 60_000, 10).await,
+        Err(Error::RangeNotSatisfiable { .. })
+    ));
+}
+
+#[tokio::test]
+async fn short_and_interrupted_206_parts_are_completed() {
+    let blob = pattern(20_000);
+    let digest = Digest::sha256_of(&blob);
+    let b2 = blob.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    // Serves at most 3000 bytes per response, and cuts the second response short mid-body.
+    let server = Server::start(move |req| {
+        let (a, b) = req.range().unwrap();
+        let b = b.unwrap().min(a + 2999);
+        let resp = Response::new(206)
+            .header("Content-Range", &format!("bytes {a}-{b}/{}", b2.len()))
+            .body(b2[a as usize..=b as usize].to_vec());
+        if c2.fetch_add(1, Ordering::SeqCst) == 1 {
+            Reply::Truncate(resp, 1000)
+        } else {
+            resp.into()
+        }
+    })
+    .await;
+    let got = client()
+        .read_range(&image(&server), &digest, 500, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), &blob[500..10_500]);
+    let ranges: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|q| q.header("range").unwrap().to_owned())
+        .collect();
+    assert_eq!(ranges[0], "bytes=500-10499");
+    assert_eq!(ranges[1], "bytes=3500-10499");
+    assert_eq!(ranges[2], "bytes=4500-10499", "resumed after the reset");
+}
+
+#[tokio::test]
+async fn mismatched_content_range_is_rejected() {
+    let server = Server::start(|_req| {
+        Response::new(206)
+            .header("Content-Range", "bytes 0-9/100")
+            .body(vec![0u8; 10])
+            .into()
+    })
+    .await;
+    assert!(matches!(
+        client()
+            .read_range(&image(&server), &Digest::sha256_of(b""), 50, 10)
+            .await,
+        Err(Error::BadContentRange { offset: 50, .. })
+    ));
+}
+
+#[tokio::test]
+async fn referrers_api_follows_links_and_filters_client_side() {
+    let subject = Digest::sha256_of(b"subject");
+    let d = |s: &str, t: &str| {
+        json!({"mediaType": OCI_MANIFEST, "digest": Digest::sha256_of(s.as_bytes()).to_string(),
+               "size": 10, "artifactType": t, "annotations": {"k": s}})
+    };
+    let page1 = json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[d("a","soci/v1"), d("b","other")]});
+    let page2 = json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[d("c","soci/v1")]});
+    let server = Server::start(move |req| {
+        assert!(req.path().starts_with("/v2/demo/app/referrers/sha256:"));
+        if req.query().contains("page=2") {
+            Response::new(200)
+                .header("Content-Type", OCI_INDEX)
+                .json(&page2)
+                .into()
+        } else {
+            assert!(
+                req.query().contains("artifactType=soci%2Fv1"),
+                "{}",
+                req.query()
+            );
+            Response::new(200)
+                .header("Content-Type", OCI_INDEX)
+                .header("Link", &format!("<{}?page=2>; rel=\"next\"", req.path()))
+                .json(&page1)
+                .into()
+        }
+    })
+    .await;
+    let refs = client()
+        .referrers(&image(&server), &subject, Some("soci/v1"))
+        .await
+        .unwrap();
+    assert_eq!(refs.source, ReferrersSource::Api);
+    let keys: Vec<&str> = refs
+        .descriptors
+        .iter()
+        .map(|d| d.annotations["k"].as_str())
+        .collect();
+    assert_eq!(keys, ["a", "c"], "filtered client-side, in registry order");
+}
+
+#[tokio::test]
+async fn referrers_api_filter_applied_by_server_is_trusted() {
+    let subject = Digest::sha256_of(b"subject");
+    let server = Server::start(move |_req| {
+        Response::new(200)
+            .header("OCI-Filters-Applied", "artifactType")
+            .json(&json!({"manifests":[{"mediaType": OCI_MANIFEST,
+                "digest": Digest::sha256_of(b"x").to_string(), "size": 1}]}))
+            .into()
+    })
+    .await;
+    let refs = client()
+        .referrers(&image(&server), &subject, Some("soci/v1"))
+        .await
+        .unwrap();
+    assert_eq!(refs.descriptors.len(), 1);
+}
+
+/// In-memory registry subset: manifests by tag/digest, blob HEAD, uploads; no referrers API (404),
+/// optional `OCI-Subject` on manifest PUT.
+#[derive(Default)]
+struct MiniRegistry {
+    manifests: Mutex<std::collections::HashMap<String, (String, Vec<u8>)>>,
+    blobs: Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    oci_subject: bool,
+}
+
+fn mini_registry(oci_subject: bool) -> (Arc<MiniRegistry>, impl Fn(&Request) -> Reply) {
+    let st = Arc::new(MiniRegistry {
+        oci_subject,
+        ..Default::default()
+    });
+    let s = st.clone();
+    let handler = move |req: &Request| -> Reply {
+        let path = req.path().to_owned();
+        if let Some(reference) = path.strip_prefix("/v2/demo/app/manifests/") {
+            match req.method.as_str() {
+                "PUT" => {
+                    let digest = Digest::sha256_of(&req.body).to_string();
+                    let mt = req.header("content-type").unwrap_or_default().to_owned();
+                    let mut m = s.manifests.lock().unwrap();
+                    m.insert(reference.to_owned(), (mt.clone(), req.body.clone()));
+                    m.insert(digest.clone(), (mt, req.body.clone()));
+                    let mut resp = Response::new(201).header("Docker-Content-Digest", &digest);
+                    if s.oci_subject {
+                        resp = resp.header("OCI-Subject", "sha256:whatever");
+                    }
+                    return resp.into();
+                }
+                "GET" | "HEAD" => {
+                    return match s.manifests.lock().unwrap().get(reference) {
+                        Some((mt, b)) => Response::new(200)
+                            .header("Content-Type", mt)
+                            .header("Docker-Content-Digest", &Digest::sha256_of(b).to_string())
+                            .body(b.clone())
+                            .into(),
+                        None => Response::new(404).into(),
+                    }
+                }
+                "DELETE" => {
+                    s.manifests.lock().unwrap().remove(reference);
+                    return Response::new(202).into();
+                }
+                _ => {}
+            }
+        }
+        if let Some(d) = path.strip_prefix("/v2/demo/app/blobs/") {
+            if d.starts_with("sha256:") {
+                return match s.blobs.lock().unwrap().get(d) {
+                    Some(b) => Response::new(200).body(b.clone()).into(),
+                    None => Response::new(404).into(),
+                };
+            }
+        }
+        if path == "/v2/demo/app/blobs/uploads/" && req.method == "POST" {
+            return Response::new(202)
+                .header("Location", "/upload/1?_state=abc")
+                .into();
+        }
+        if path == "/upload/1" && req.method == "PUT" {
+            let digest = req
+                .query()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("digest="))
+                .unwrap()
+                .replace("%3A", ":");
+            assert!(req.query().contains("_state=abc"));
+            s.blobs.lock().unwrap().insert(digest, req.body.clone());
+            return Response::new(201).into();
+        }
+        Response::new(404).into()
+    };
+    (st, handler)
+}
+
+fn artifact_with_subject(subject: &Digest, size: usize, name: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.amazon.soci.index.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+        "layers": [],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.to_string(), "size": size},
+        "annotations": {"name": name}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn push_with_subject_maintains_tag_index_unless_registry_says_oci_subject() {
+    // Registry without OCI-Subject: the client maintains sha256-<hex>.
+    let (st, handler) = mini_registry(false);
+    let server = Server::start(handler).await;
+    let c = client();
+    let r = image(&server);
+    let img = manifest_body();
+    let pushed = c
+        .push_manifest(&r, OCI_MANIFEST, Bytes::from(img.clone()))
+        .await
+        .unwrap();
+    assert!(!pushed.oci_subject);
+    assert_eq!(pushed.referrers_index, None);
+    let a = artifact_with_subject(&pushed.digest, img.len(), "a");
+    let pa = c
+        .push_manifest(
+            &r.to_digest(&Digest::sha256_of(&a)),
+            OCI_MANIFEST,
+            Bytes::from(a),
+        )
+        .await
+        .unwrap();
+    let idx = pa.referrers_index.expect("index maintained");
+    let tag = pushed.digest.referrers_tag();
+    let stored = st.manifests.lock().unwrap().get(&tag).cloned().unwrap();
+    assert_eq!(stored.0, OCI_INDEX);
+    assert_eq!(Digest::sha256_of(&stored.1), idx);
+    let refs = c.referrers(&r, &pushed.digest, None).await.unwrap();
+    assert_eq!(refs.source, ReferrersSource::TagSchema);
+    assert_eq!(refs.descriptors.len(), 1);
+    assert_eq!(
+        refs.descriptors[0].artifact_type.as_deref(),
+        Some("application/vnd.amazon.soci.index.v1+json")
+    );
+    assert_eq!(refs.descriptors[0].annotations["name"], "a");
+
+    // Registry with OCI-Subject: nothing else is written.
+    let (st, handler) = mini_registry(true);
+    let server = Server::start(handler).await;
+    let r = image(&server);
+    let a = artifact_with_subject(&pushed.digest, img.len(), "a");
+    let pa = c
+        .push_manifest(&r, OCI_MANIFEST, Bytes::from(a))
+        .await
+        .unwrap();
+    assert!(pa.oci_subject);
+    assert_eq!(pa.referrers_index, None);
+    assert!(st.manifests.lock().unwrap().get(&tag).is_none());
+}
+
+#[tokio::test]
+async fn push_blob_skips_existing_and_uploads_monolithically() {
+    let (st, handler) = mini_registry(false);
+    let server = Server::start(handler).await;
+    let c = client();
+    let r = image(&server);
+    let data = Bytes::from(pattern(4096));
+    let p = c
+        .push_blob(&r, data.clone(), &PushBlobOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(p.outcome, BlobPushOutcome::Uploaded);
+    assert_eq!(st.blobs.lock().unwrap()[p.digest.as_str()], data.to_vec());
+    let p2 = c
+        .push_blob(&r, data, &PushBlobOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(p2.outcome, BlobPushOutcome::AlreadyExists);
+    assert_eq!(server.count("PUT", "/upload/1"), 1);
+}
