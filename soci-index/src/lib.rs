@@ -14,6 +14,7 @@ pub mod json;
 mod manifest;
 mod prefetch;
 mod referrers;
+pub mod store;
 mod ztoc_adapter;
 
 pub use build::{
