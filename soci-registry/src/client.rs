@@ -271,9 +271,10 @@ impl Client {
             }
             None => Digest::sha256_of(&bytes),
         };
+        // By tag when there is one (the digest, if also given, was verified above), else by digest.
         let target = match r.tag() {
-            Some(t) if r.digest().is_none() => t.to_owned(),
-            _ => digest.to_string(),
+            Some(t) => t.to_owned(),
+            None => digest.to_string(),
         };
         let mut req = self.req(
             Method::PUT,
@@ -350,8 +351,9 @@ impl Client {
         }
     }
 
-    /// `GET` a whole blob into memory, verifying its digest and, if given, its size. Use
-    /// [`Client::copy_blob`] for large blobs.
+    /// `GET` a whole blob into memory, verifying its digest and, if given, its size: a shorter body is
+    /// [`Error::SizeMismatch`], a longer one stops the download at `size` with [`Error::TooLarge`].
+    /// Use [`Client::copy_blob`] for large blobs.
     pub async fn get_blob(
         &self,
         r: &Reference,
@@ -364,16 +366,8 @@ impl Client {
             &format!("blobs/{digest}"),
             Scope::pull(r.repository()),
         )?;
-        let (_, _, bytes) = match self.fetch(&req, size.unwrap_or(u64::MAX)).await {
-            Err(Error::TooLarge { .. }) => {
-                return Err(Error::SizeMismatch {
-                    digest: digest.clone(),
-                    expected: size.unwrap_or(0),
-                    actual: size.unwrap_or(0).saturating_add(1),
-                })
-            }
-            other => other?,
-        };
+        // A body longer than `size` stops the read early with `Error::TooLarge`.
+        let (_, _, bytes) = self.fetch(&req, size.unwrap_or(u64::MAX)).await?;
         if let Some(want) = size {
             if bytes.len() as u64 != want {
                 return Err(Error::SizeMismatch {
@@ -592,6 +586,7 @@ impl Client {
                 _ => return Err(Transport::status_error(&req, resp, &attempts).await),
             };
             let is_full = resp.status() == StatusCode::OK;
+            let before = out.len();
             loop {
                 if take == 0 {
                     // Got everything this response promised; drop the rest of a full body unread.
@@ -621,7 +616,11 @@ impl Client {
                             // Blob ended before the requested end: short read at EOF.
                             break 'request;
                         }
-                        // A 206 body shorter than its Content-Range: fetch the rest.
+                        // A 206 body shorter than its Content-Range: fetch the rest, but a response
+                        // that made no progress at all counts against the retry budget.
+                        if out.len() == before && !attempts.wait_retry(None).await {
+                            return Err(bad_range(&resp));
+                        }
                         continue 'request;
                     }
                     Err(e) => {

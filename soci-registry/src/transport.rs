@@ -275,6 +275,8 @@ pub(crate) struct Transport {
     creds: Mutex<HashMap<String, Option<Credential>>>,
     schemes: Mutex<HashMap<String, HostScheme>>,
     tokens: Mutex<HashMap<(String, String), CachedToken>>,
+    /// Serialises token fetches (see `answer_challenge`).
+    fetch_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -321,6 +323,7 @@ impl Transport {
             creds: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            fetch_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -474,7 +477,7 @@ impl Transport {
                 });
             }
             answered = true;
-            self.answer_challenge(req, &resp).await?;
+            self.answer_challenge(req, &resp, authz.as_ref()).await?;
         }
     }
 
@@ -506,7 +509,15 @@ impl Transport {
         }
     }
 
-    async fn answer_challenge(&self, req: &Req, resp: &Response) -> Result<()> {
+    /// Answers a 401. `sent` is the `Authorization` the refused request carried: if another task has
+    /// meanwhile cached a different valid token, that one is used instead of fetching again, and token
+    /// fetches are serialised, so concurrent 401s cause one fetch (spec §5.13, de-duplicated challenges).
+    async fn answer_challenge(
+        &self,
+        req: &Req,
+        resp: &Response,
+        sent: Option<&HeaderValue>,
+    ) -> Result<()> {
         let challenges: Vec<challenge::Challenge> = resp
             .headers()
             .get_all(WWW_AUTHENTICATE)
@@ -535,19 +546,30 @@ impl Transport {
                     }
                 }
             }
+            let _serialised = self.fetch_lock.lock().await;
+            let key = (req.registry.clone(), req.scope.key());
+            let fresh = lock(&self.tokens)
+                .get(&key)
+                .filter(|t| t.expires > Instant::now())
+                .and_then(|t| bearer_value(&t.token));
+            if let Some(fresh) = fresh {
+                if Some(&fresh) != sent {
+                    lock(&self.schemes).insert(req.registry.clone(), HostScheme::Bearer);
+                    return Ok(());
+                }
+            }
             let cred = self.credential(&req.registry).await?;
             let token = self
                 .fetch_token(req, &realm, bearer.param("service"), &scopes, cred.as_ref())
                 .await?;
-            lock(&self.tokens).insert((req.registry.clone(), req.scope.key()), token);
+            lock(&self.tokens).insert(key, token);
             lock(&self.schemes).insert(req.registry.clone(), HostScheme::Bearer);
             tracing::debug!(registry = %req.registry, scope = %req.scope.key(), "obtained bearer token");
             return Ok(());
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
             return match self.credential(&req.registry).await? {
-                Some(c @ Credential::Basic { .. }) => {
-                    drop(c);
+                Some(Credential::Basic { .. }) => {
                     let previous =
                         lock(&self.schemes).insert(req.registry.clone(), HostScheme::Basic);
                     if previous == Some(HostScheme::Basic) {
@@ -662,13 +684,16 @@ impl Transport {
                 realm: realm_redacted,
                 source: None,
             })?;
+        // Docker token spec: omitted means 60 s, and tokens should never live less than 60 s. A token
+        // that dies earlier is simply renewed on its first 401.
         let lifetime = answer
             .expires_in
             .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+            .max(DEFAULT_TOKEN_LIFETIME);
         Ok(CachedToken {
             token: Secret::new(token),
-            expires: started + lifetime.saturating_sub(TOKEN_EXPIRY_MARGIN),
+            expires: started + lifetime - TOKEN_EXPIRY_MARGIN,
         })
     }
 

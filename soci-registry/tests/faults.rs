@@ -246,7 +246,15 @@ async fn corrupted_content_is_rejected() {
     ));
     assert!(matches!(
         c.get_blob(&r, &digest, Some(999)).await,
-        Err(Error::SizeMismatch { .. })
+        Err(Error::TooLarge { limit: 999, .. })
+    ));
+    assert!(matches!(
+        c.get_blob(&r, &digest, Some(1001)).await,
+        Err(Error::SizeMismatch {
+            expected: 1001,
+            actual: 1000,
+            ..
+        })
     ));
     let mut sink = Vec::new();
     assert!(matches!(
@@ -847,4 +855,49 @@ async fn push_blob_skips_existing_and_uploads_monolithically() {
         .unwrap();
     assert_eq!(p2.outcome, BlobPushOutcome::AlreadyExists);
     assert_eq!(server.count("PUT", "/upload/1"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_challenges_fetch_one_token_and_futures_are_send() {
+    let (st, handler) = token_registry(1000);
+    let server = Server::start(handler).await;
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .auth(Auth::basic("alice", "secret"))
+        .build()
+        .unwrap();
+    let r = image(&server);
+    // tokio::spawn requires the futures to be Send.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, r) = (c.clone(), r.clone());
+            tokio::spawn(async move { c.get_manifest(&r).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        st.issued.load(Ordering::SeqCst),
+        1,
+        "one token for 8 concurrent 401s"
+    );
+}
+
+#[tokio::test]
+async fn empty_206_bodies_do_not_loop_forever() {
+    let server = Server::start(|req: &Request| {
+        let (a, _) = req.range().unwrap();
+        Response::new(206)
+            .header("Content-Range", &format!("bytes {a}-{}/1000", a + 9))
+            .header("Content-Length", "0")
+            .into()
+    })
+    .await;
+    let err = client()
+        .read_range(&image(&server), &Digest::sha256_of(b""), 0, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BadContentRange { .. }), "{err:?}");
+    assert_eq!(server.requests().len(), 5, "1 + max_retries(4)");
 }
