@@ -1,0 +1,341 @@
+//! Reading through the mount: exact bytes under concurrency, failures and recovery, fetching
+//! only touched spans, single-flight, timeouts, unmount with reads in flight, background
+//! fetch, prefetch and passthrough.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use soci_fs::{
+    BackgroundFetchOptions, BackgroundFetcher, Fault, FsOptions, MountOptions, SpanOptions,
+    SpanState,
+};
+
+fn big_entry(layer: &common::Layer) -> (u64, u64) {
+    let e = layer.ztoc.find(b"big.bin").expect("big.bin in toc");
+    (e.uncompressed_offset.0, e.uncompressed_size)
+}
+
+#[test]
+fn concurrent_random_reads_are_exact() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let m = common::mount_default(&layer);
+    let expected = Arc::new(common::big_content());
+    let path = m.path().join("big.bin");
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let path = path.clone();
+            let expected = expected.clone();
+            std::thread::spawn(move || {
+                let f = std::fs::File::open(&path).expect("open");
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                for _ in 0..150 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let off = (seed % expected.len() as u64) as usize;
+                    let len = ((seed >> 32) % 200_000) as usize + 1;
+                    let mut buf = vec![0u8; len];
+                    let n = f.read_at(&mut buf, off as u64).expect("read_at");
+                    let want = &expected[off..(off + len).min(expected.len())];
+                    assert!(n > 0 || want.is_empty());
+                    assert_eq!(&buf[..n], &want[..n], "bytes at {off}+{n}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("reader thread");
+    }
+    assert_eq!(common::read(&path).expect("whole"), *expected);
+    // Single flight: no span range was fetched twice.
+    for (range, n) in m.source.request_counts() {
+        assert_eq!(n, 1, "range {range:?} fetched {n} times");
+    }
+}
+
+#[test]
+fn only_touched_spans_are_fetched() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let m = common::mount_default(&layer);
+    let zinfo = layer.ztoc.zinfo().expect("zinfo");
+    assert!(
+        zinfo.span_count() >= 5,
+        "fixture has many spans: {}",
+        zinfo.span_count()
+    );
+    let header_reads = m.source.reads();
+    let (off, size) = big_entry(&layer);
+    let f = std::fs::File::open(m.path().join("big.bin")).expect("open");
+    nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM)
+        .expect("fadvise");
+    let at = size / 2;
+    let mut buf = [0u8; 16];
+    f.read_exact_at(&mut buf, at).expect("read");
+    assert_eq!(
+        &buf[..],
+        &common::big_content()[at as usize..at as usize + 16]
+    );
+    // Allowed: the spans of the file's tar header (verification) and of the page read.
+    let header = layer
+        .ztoc
+        .layout()
+        .expect("layout")
+        .into_iter()
+        .find(|l| layer.ztoc.toc[l.index].name == b"big.bin")
+        .expect("layout entry");
+    let page = (off + at) / 4096 * 4096;
+    let mut allowed = std::collections::HashSet::new();
+    for o in [
+        header.header_offset,
+        off - 1,
+        page.max(off),
+        (off + at + 4096).min(off + size - 1),
+    ] {
+        allowed.insert(
+            zinfo
+                .span(zinfo.span_of(soci_ztoc::UncompressedOffset(o)))
+                .expect("span")
+                .compressed,
+        );
+    }
+    let fetched: Vec<_> = m.source.requests()[header_reads as usize..]
+        .iter()
+        .map(|(r, _)| r.clone())
+        .collect();
+    assert!(!fetched.is_empty());
+    for r in &fetched {
+        assert!(allowed.contains(r), "fetched {r:?}, allowed {allowed:?}");
+    }
+    assert!(fetched.len() <= 3, "{fetched:?}");
+    let untouched = (0..m.spans.span_count())
+        .filter(|id| m.spans.state(*id) == SpanState::Unrequested)
+        .count();
+    assert!(untouched >= zinfo.span_count() as usize - 3);
+    // Reading the same bytes again is served from the cache.
+    let before = m.source.reads();
+    f.read_exact_at(&mut buf, at).expect("read again");
+    drop(f);
+    let g = std::fs::File::open(m.path().join("big.bin")).expect("reopen");
+    g.read_exact_at(&mut buf, at).expect("read via new handle");
+    assert_eq!(m.source.reads(), before);
+    assert_eq!(
+        m.metrics.snapshot().on_demand_span_fetches as usize,
+        fetched.len()
+    );
+}
+
+#[test]
+fn source_errors_and_corruption_give_eio_then_recover() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let m = common::mount_layer(
+        &layer,
+        SpanOptions::default(),
+        FsOptions::default(),
+        MountOptions::default(),
+    );
+    let path = m.path().join("big.bin");
+    m.source.set_sticky(Some(Fault::Error));
+    let err = common::read(&path).expect_err("source down");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    m.source.set_sticky(None);
+    assert_eq!(
+        common::read(&path).expect("recovered"),
+        common::big_content()
+    );
+    let s = m.metrics.snapshot();
+    assert!(s.source_errors >= 1 && s.fuse_read_failures >= 1, "{s:?}");
+
+    // Digest mismatch on a fresh file region.
+    let hosts = m.path().join("etc/hosts");
+    let cached: Vec<u32> = (0..m.spans.span_count())
+        .filter(|id| m.spans.state(*id) == SpanState::Unrequested)
+        .collect();
+    if !cached.is_empty() {
+        m.source.set_sticky(Some(Fault::Corrupt));
+        let _ = common::read(&hosts);
+        m.source.set_sticky(None);
+    }
+    assert_eq!(
+        common::read(&hosts).expect("hosts"),
+        b"127.0.0.1 localhost\n"
+    );
+    let state = std::fs::read_to_string(
+        m.path()
+            .join(".soci-snapshotter")
+            .join(format!("{}.json", layer.digest)),
+    )
+    .expect("state");
+    assert!(state.contains("\"error\":"), "{state}");
+}
+
+#[test]
+fn digest_mismatch_is_eio_and_counted() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let m = common::mount_default(&layer);
+    m.source.set_sticky(Some(Fault::Corrupt));
+    let err = common::read(m.path().join("big.bin")).expect_err("corrupt");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(m.metrics.snapshot().digest_mismatches >= 1);
+    m.source.set_sticky(None);
+    assert_eq!(
+        common::read(m.path().join("big.bin")).expect("ok"),
+        common::big_content()
+    );
+}
+
+#[test]
+fn hung_source_times_out_and_unmount_is_clean() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let mut opts = SpanOptions::default();
+    opts.fetch_timeout = Duration::from_millis(300);
+    let mut m = common::mount_layer(&layer, opts, FsOptions::default(), MountOptions::default());
+    m.source.set_sticky(Some(Fault::Hang));
+    let t0 = Instant::now();
+    let err = common::read(m.path().join("big.bin")).expect_err("hung");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(m.metrics.snapshot().timeouts >= 1);
+    // Reads in flight while unmounting: they fail, unmount returns promptly.
+    let path = m.path().join("big.bin");
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let p = path.clone();
+            std::thread::spawn(move || common::read(p).is_ok())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    m.unmount();
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "unmount took {:?}",
+        t0.elapsed()
+    );
+    m.source.set_sticky(None);
+    m.source.release();
+    for r in readers {
+        assert!(
+            !r.join().expect("reader"),
+            "read should fail during unmount"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("mounts");
+    assert!(
+        !mounts.contains(m.path().to_str().expect("utf8")),
+        "stale mount"
+    );
+}
+
+#[test]
+fn single_flight_under_many_waiters() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let m = common::mount_default(&layer);
+    m.source.set_delay(Duration::from_millis(200));
+    let (_, size) = big_entry(&layer);
+    let path = m.path().join("big.bin");
+    let threads: Vec<_> = (0..16u64)
+        .map(|i| {
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let f = std::fs::File::open(p).expect("open");
+                let mut b = [0u8; 100];
+                f.read_exact_at(&mut b, size / 3 + i * 7).expect("read");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    for (range, n) in m.source.request_counts() {
+        assert_eq!(n, 1, "range {range:?} fetched {n} times");
+    }
+}
+
+#[test]
+fn background_fetch_then_passthrough() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let m = common::mount_default(&layer);
+    let fetcher = BackgroundFetcher::new(BackgroundFetchOptions::default());
+    assert!(fetcher.add_layer(&m.spans));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (0..m.spans.span_count()).any(|id| {
+        !matches!(
+            m.spans.state(id),
+            SpanState::Fetched | SpanState::Uncompressed
+        )
+    }) {
+        assert!(Instant::now() < deadline, "background fetch did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fetcher.stats().failures, 0);
+    assert_eq!(
+        m.metrics.snapshot().background_span_fetch_count as u32,
+        m.spans.span_count()
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            m.path()
+                .join(".soci-snapshotter")
+                .join(format!("{}.json", layer.digest)),
+        )
+        .expect("state"),
+    )
+    .expect("json");
+    assert_eq!(state["fetchedPercent"], 100);
+    fetcher.stop();
+    let reads = m.source.reads();
+    assert_eq!(
+        common::read(m.path().join("big.bin")).expect("big"),
+        common::big_content()
+    );
+    assert_eq!(
+        common::read(m.path().join("bin/tool")).expect("tool"),
+        b"#!/bin/sh\necho tool\n"
+    );
+    assert_eq!(m.source.reads(), reads, "everything was local");
+    let pt = m.metrics.snapshot().passthrough_opens;
+    if pt == 0 {
+        println!("NOTE: kernel did not accept FUSE passthrough; reads went through the daemon");
+    } else {
+        // A second open of the same file shares the backing file.
+        assert_eq!(
+            common::read(m.path().join("big.bin")).expect("again"),
+            common::big_content()
+        );
+        assert!(m.metrics.snapshot().passthrough_opens > pt);
+    }
+}
+
+#[test]
+fn prefetch_spans_at_mount() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let mut mo = MountOptions::default();
+    mo.prefetch_spans = vec![(2, 3), (5, 5)];
+    let m = common::mount_layer(&layer, SpanOptions::default(), FsOptions::default(), mo);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ![2, 3, 5]
+        .iter()
+        .all(|id| m.spans.state(*id) == SpanState::Uncompressed)
+    {
+        assert!(Instant::now() < deadline, "prefetch did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(m.metrics.snapshot().prefetch_span_fetches, 3);
+    assert_eq!(m.spans.state(4), SpanState::Unrequested);
+    assert!(m.spans.prefetch(&[(1, 999)]).is_err());
+}
