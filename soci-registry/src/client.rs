@@ -536,17 +536,46 @@ impl Client {
         // Capacity hint only; a hostile len must not reserve memory up front.
         let mut out = BytesMut::with_capacity(len.min(8 << 20) as usize);
         let mut attempts = Attempts::new(&self.t.cfg);
+        let key = (
+            r.api_host().to_ascii_lowercase(),
+            r.repository().to_owned(),
+            digest.to_string(),
+        );
+        let mut use_cached = true;
         'request: loop {
             let cur = offset + out.len() as u64;
             if cur > end {
                 break;
             }
-            let mut req = base.clone();
+            // A storage URL the registry redirected an earlier read to is used directly; if it fails
+            // (expired pre-signed URL: 401/403/400, or anything unexpected) the blob is resolved
+            // through the registry again, once per call.
+            let cached = if use_cached {
+                self.t.cached_blob_url(&key)
+            } else {
+                None
+            };
+            let mut req = match &cached {
+                Some(u) => self.req_at(Method::GET, r, u.clone(), base.scope.clone()),
+                None => base.clone(),
+            };
             req.headers
                 .insert(RANGE, range_value(&format!("bytes={cur}-{end}")));
             req.headers
                 .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-            let mut resp = self.t.send(&req, &mut attempts).await?;
+            let sent = self.t.send(&req, &mut attempts).await;
+            let usable =
+                matches!(&sent, Ok(resp) if matches!(resp.status().as_u16(), 200 | 206 | 416));
+            if cached.is_some() && !usable {
+                tracing::debug!(url = %req.redacted_url(), "cached blob URL failed; resolving through the registry");
+                self.t.set_blob_url(key.clone(), None);
+                use_cached = false;
+                continue 'request;
+            }
+            let mut resp = sent?;
+            if cached.is_none() && usable && Origin::of(resp.url()) != req.auth_origin {
+                self.t.set_blob_url(key.clone(), Some(resp.url().clone()));
+            }
             let bad_range = |resp: &Response| Error::BadContentRange {
                 url: req.redacted_url(),
                 content_range: header_str(resp.headers(), CONTENT_RANGE.as_str())

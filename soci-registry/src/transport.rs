@@ -277,7 +277,17 @@ pub(crate) struct Transport {
     tokens: Mutex<HashMap<(String, String), CachedToken>>,
     /// Serialises token fetches (see `answer_challenge`).
     fetch_lock: tokio::sync::Mutex<()>,
+    /// Where a blob's `GET` was redirected to (pre-signed storage URL), per (registry, repository,
+    /// digest), so range reads go there directly (spec §5.12, "real URL"). May hold credentials in its
+    /// query string: never logged unredacted.
+    blob_urls: Mutex<HashMap<BlobKey, Url>>,
 }
+
+/// (registry, repository, digest).
+pub(crate) type BlobKey = (String, String, String);
+
+/// Entries kept in the blob URL cache before it is cleared wholesale.
+const BLOB_URL_CACHE_LIMIT: usize = 4096;
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -324,7 +334,27 @@ impl Transport {
             schemes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             fetch_lock: tokio::sync::Mutex::new(()),
+            blob_urls: Mutex::new(HashMap::new()),
         }))
+    }
+
+    pub(crate) fn cached_blob_url(&self, key: &BlobKey) -> Option<Url> {
+        lock(&self.blob_urls).get(key).cloned()
+    }
+
+    pub(crate) fn set_blob_url(&self, key: BlobKey, url: Option<Url>) {
+        let mut m = lock(&self.blob_urls);
+        match url {
+            Some(u) => {
+                if m.len() >= BLOB_URL_CACHE_LIMIT {
+                    m.clear();
+                }
+                m.insert(key, u);
+            }
+            None => {
+                m.remove(&key);
+            }
+        }
     }
 
     /// `http` or `https` for a registry host per the plain-HTTP policy.

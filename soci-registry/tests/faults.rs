@@ -901,3 +901,61 @@ async fn empty_206_bodies_do_not_loop_forever() {
     assert!(matches!(err, Error::BadContentRange { .. }), "{err:?}");
     assert_eq!(server.requests().len(), 5, "1 + max_retries(4)");
 }
+
+#[tokio::test]
+async fn range_reads_reuse_the_storage_url_and_re_resolve_when_it_expires() {
+    let blob = pattern(8000);
+    let digest = Digest::sha256_of(&blob);
+    // The registry hands out pre-signed URLs `?sig=<n>`; storage accepts only the current n.
+    let current = Arc::new(AtomicUsize::new(1));
+    let cur2 = current.clone();
+    let b2 = blob.clone();
+    let storage = Server::start(move |req: &Request| {
+        let want = format!("sig={}", cur2.load(Ordering::SeqCst));
+        if req.query() != want {
+            return Response::new(403)
+                .body("<Error><Code>AccessDenied</Code></Error>")
+                .into();
+        }
+        serve_range(req, &b2).into()
+    })
+    .await;
+    let storage_port = storage.addr.port();
+    let cur3 = current.clone();
+    let registry = Server::start(move |_req: &Request| {
+        Response::new(307)
+            .header(
+                "Location",
+                &format!(
+                    "http://localhost:{storage_port}/blob?sig={}",
+                    cur3.load(Ordering::SeqCst)
+                ),
+            )
+            .into()
+    })
+    .await;
+    let c = client();
+    let r = image(&registry);
+    for i in 0..4u64 {
+        let got = c.read_range(&r, &digest, i * 100, 100).await.unwrap();
+        assert_eq!(
+            got.as_ref(),
+            &blob[(i * 100) as usize..(i * 100 + 100) as usize]
+        );
+    }
+    assert_eq!(
+        registry.requests().len(),
+        1,
+        "resolved once, then storage directly"
+    );
+    assert_eq!(storage.requests().len(), 4);
+
+    // The pre-signed URL expires: storage says 403, the client asks the registry for a new one.
+    current.store(2, Ordering::SeqCst);
+    let got = c.read_range(&r, &digest, 7000, 1000).await.unwrap();
+    assert_eq!(got.as_ref(), &blob[7000..]);
+    assert_eq!(registry.requests().len(), 2);
+    let last = storage.requests().pop().unwrap();
+    assert_eq!(last.query(), "sig=2");
+    assert_eq!(last.header("range"), Some("bytes=7000-7999"));
+}

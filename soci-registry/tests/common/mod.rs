@@ -312,7 +312,7 @@ pub fn serve_range(req: &Request, blob: &[u8]) -> Response {
 }
 
 // -------------------------------------------------------------------------------------------------
-// docker-registry (distribution 2.8) launcher
+// Real registries: Debian's docker-registry (distribution 2.8) and the project's referrers registry
 
 pub struct Distribution {
     pub host: String,
@@ -334,17 +334,50 @@ fn find_binary(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A free loopback port: bind :0, read it, release it (small race window, fine for tests).
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until `GET /v2/` answers 200 on `port` (10 s).
+async fn wait_ready(reg: Distribution, port: u16) -> Result<Distribution, String> {
+    for _ in 0..100 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
+            let _ = s
+                .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            if out.starts_with(b"HTTP/1.1 200") || out.starts_with(b"HTTP/1.0 200") {
+                return Ok(reg);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("registry did not become ready within 10 s".to_owned())
+}
+
+fn spawn_logged(
+    cmd: &mut std::process::Command,
+    dir: &std::path::Path,
+) -> Result<std::process::Child, String> {
+    let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
+    cmd.stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))
+}
+
 /// Starts `docker-registry serve` on a free loopback port with a throwaway config and storage.
 /// `Err(reason)` if it cannot run here (binary missing, failed to start).
 pub async fn start_distribution() -> Result<Distribution, String> {
     let bin = find_binary("docker-registry")
         .ok_or("docker-registry not installed (apt-get install docker-registry)")?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    // Pick a free port: bind :0, read it, release it (small race window, fine for tests).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
+    let port = free_port()?;
     let cfg = dir.path().join("config.yml");
     std::fs::write(
         &cfg,
@@ -354,31 +387,44 @@ pub async fn start_distribution() -> Result<Distribution, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.path().join("log")).map_err(|e| e.to_string())?;
-    let child = std::process::Command::new(bin)
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start docker-registry: {e}"))?;
+    let child = spawn_logged(
+        std::process::Command::new(bin).arg("serve").arg(&cfg),
+        dir.path(),
+    )?;
     let reg = Distribution {
         host: format!("127.0.0.1:{port}"),
         child,
         _dir: dir,
     };
-    for _ in 0..100 {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
-            let _ = s
-                .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await;
-            let mut out = Vec::new();
-            let _ = s.read_to_end(&mut out).await;
-            if out.starts_with(b"HTTP/1.1 200") {
-                return Ok(reg);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_ready(reg, port).await
+}
+
+/// Starts the project's stdlib test registry with the native Referrers API
+/// (`scripts/referrers-registry.py`), one referrer per page so `Link` pagination is exercised.
+pub async fn start_referrers_registry() -> Result<Distribution, String> {
+    let python = find_binary("python3").ok_or("python3 not installed")?;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/referrers-registry.py");
+    if !script.is_file() {
+        return Err(format!("{} not found", script.display()));
     }
-    Err("docker-registry did not become ready within 10 s".to_owned())
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let child = spawn_logged(
+        std::process::Command::new(python)
+            .arg(&script)
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--referrers-page-size")
+            .arg("1")
+            .arg("--quiet")
+            .arg(dir.path().join("data")),
+        dir.path(),
+    )?;
+    let reg = Distribution {
+        host: format!("127.0.0.1:{port}"),
+        child,
+        _dir: dir,
+    };
+    wait_ready(reg, port).await
 }
