@@ -32,6 +32,9 @@ use crate::error::{BoxError, Error, RegistryError, Result};
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Renew a token this long before it expires.
 const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+/// Body of ECR's 403 for an expired credential (spec §5.13).
+const ECR_EXPIRED_MESSAGE: &str =
+    "Your authorization token has expired. Reauthenticate and try again.";
 /// Bodies read for error reporting or token answers are capped at this.
 const SMALL_BODY_LIMIT: u64 = 1 << 20;
 
@@ -496,18 +499,45 @@ impl Transport {
         loop {
             let authz = self.cached_authorization(req).await?;
             let resp = self.send_raw(req, authz.as_ref(), attempts).await?;
-            if resp.status() != StatusCode::UNAUTHORIZED {
-                return Ok(resp);
+            let status = resp.status();
+            let refused = || Error::Unauthorized {
+                method: req.method.to_string(),
+                url: req.redacted_url(),
+                status: status.as_u16(),
+            };
+            let mut challenges: Vec<challenge::Challenge> = resp
+                .headers()
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(challenge::parse)
+                .collect();
+            match status {
+                StatusCode::UNAUTHORIZED => drop(resp),
+                StatusCode::FORBIDDEN if !answered => {
+                    // ECR answers an expired credential with 403 and this message (spec §5.13); it is
+                    // handled like a 401 with a Basic challenge. Any other 403 is a plain refusal.
+                    let body = read_limited(resp, SMALL_BODY_LIMIT)
+                        .await
+                        .unwrap_or_default();
+                    if !String::from_utf8_lossy(&body).contains(ECR_EXPIRED_MESSAGE) {
+                        return Err(refused());
+                    }
+                    if challenges.is_empty() {
+                        challenges.push(challenge::Challenge {
+                            scheme: "basic".to_owned(),
+                            params: Vec::new(),
+                        });
+                    }
+                }
+                _ => return Ok(resp),
             }
             if answered {
-                return Err(Error::Unauthorized {
-                    method: req.method.to_string(),
-                    url: req.redacted_url(),
-                    status: 401,
-                });
+                return Err(refused());
             }
             answered = true;
-            self.answer_challenge(req, &resp, authz.as_ref()).await?;
+            self.answer_challenge(req, status, &challenges, authz.as_ref())
+                .await?;
         }
     }
 
@@ -545,20 +575,14 @@ impl Transport {
     async fn answer_challenge(
         &self,
         req: &Req,
-        resp: &Response,
+        status: StatusCode,
+        challenges: &[challenge::Challenge],
         sent: Option<&HeaderValue>,
     ) -> Result<()> {
-        let challenges: Vec<challenge::Challenge> = resp
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(challenge::parse)
-            .collect();
         let unauthorized = || Error::Unauthorized {
             method: req.method.to_string(),
             url: req.redacted_url(),
-            status: 401,
+            status: status.as_u16(),
         };
         if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
             let realm = bearer
@@ -598,15 +622,21 @@ impl Transport {
             return Ok(());
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
+            let previous = lock(&self.schemes).insert(req.registry.clone(), HostScheme::Basic);
+            if previous == Some(HostScheme::Basic) {
+                // Our Basic credentials were refused: they may have rotated (e.g. an ECR token from a
+                // credential helper), so look them up again and resend only if they changed.
+                lock(&self.creds).remove(&req.registry);
+            }
             return match self.credential(&req.registry).await? {
-                Some(Credential::Basic { .. }) => {
-                    let previous =
-                        lock(&self.schemes).insert(req.registry.clone(), HostScheme::Basic);
-                    if previous == Some(HostScheme::Basic) {
-                        // We already sent these credentials and they were refused.
-                        return Err(unauthorized());
+                Some(c @ Credential::Basic { .. }) => {
+                    let fresh = c.basic_header();
+                    let sent = sent.and_then(|v| v.to_str().ok());
+                    if fresh.as_deref() == sent {
+                        Err(unauthorized())
+                    } else {
+                        Ok(())
                     }
-                    Ok(())
                 }
                 _ => Err(unauthorized()),
             };

@@ -959,3 +959,78 @@ async fn range_reads_reuse_the_storage_url_and_re_resolve_when_it_expires() {
     assert_eq!(last.query(), "sig=2");
     assert_eq!(last.header("range"), Some("bytes=7000-7999"));
 }
+
+#[tokio::test]
+async fn rotated_helper_credentials_are_picked_up_after_ecr_style_403() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("password");
+    std::fs::write(&pw_file, "pw1").unwrap();
+    let helper = dir.path().join("docker-credential-rotating");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"AWS\",\"Secret\":\"%s\"}}' \"$server\" \"$(cat {})\"\n",
+            pw_file.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let valid = Arc::new(Mutex::new("pw1".to_owned()));
+    let v2 = valid.clone();
+    let body = manifest_body();
+    let server = Server::start(move |req: &Request| {
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", v2.lock().unwrap()))
+        );
+        match req.header("authorization") {
+            None => Response::new(401)
+                .header("WWW-Authenticate", "Basic realm=\"ecr\"")
+                .into(),
+            Some(a) if a == want => Response::new(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .body(body.clone())
+                .into(),
+            Some(_) => Response::new(403)
+                .json(&json!({"errors":[{"code":"DENIED",
+                    "message":"Your authorization token has expired. Reauthenticate and try again."}]}))
+                .into(),
+        }
+    })
+    .await;
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        format!(r#"{{"credHelpers":{{"{}":"rotating"}}}}"#, server.host()),
+    )
+    .unwrap();
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .auth(Auth::DockerConfig(
+            DockerConfig::at(&cfg).with_helper_dir(dir.path()),
+        ))
+        .build()
+        .unwrap();
+    let r = image(&server);
+    c.get_manifest(&r).await.unwrap();
+    c.get_manifest(&r).await.unwrap();
+
+    // The token expires; the helper now hands out a new one.
+    *valid.lock().unwrap() = "pw2".to_owned();
+    std::fs::write(&pw_file, "pw2").unwrap();
+    c.get_manifest(&r).await.unwrap();
+
+    // Expired and the helper has nothing new: a clear error, no loop.
+    *valid.lock().unwrap() = "pw3".to_owned();
+    let before = server.requests().len();
+    let err = c.get_manifest(&r).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 403, .. }),
+        "{err:?}"
+    );
+    assert!(server.requests().len() - before <= 2);
+}
