@@ -427,8 +427,10 @@ async fn wrong_credentials_give_unauthorized_without_looping() {
         .unwrap();
     let err = c.get_manifest(&image(&server)).await.unwrap_err();
     assert!(err.is_unauthorized(), "{err:?}");
-    // Never log or print the password.
+    // Never log or print the password, not even in the client's Debug output.
     assert!(!format!("{err:?} {err}").contains("wrong"));
+    let dbg = format!("{c:?}");
+    assert!(dbg.contains("alice") && !dbg.contains("wrong"), "{dbg}");
     assert!(server.requests().len() <= 3);
 }
 
