@@ -1,0 +1,78 @@
+//! Remote (lazily loaded) layers: the seam between the overlay snapshotter and SOCI.
+//!
+//! [`RemoteLayers`] is what [`crate::snapshotter::Snapshotter`] calls during `Prepare` of a layer
+//! (`containerd.io/snapshot.ref` present), in the availability check, on removal and at restart.
+//! Everything touching the registry, the SOCI index and FUSE lives behind it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Errors of the remote-layer path. The variants drive the `Prepare` decision tree (spec §5.3.3).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The SOCI index has no zTOC for this layer ⇒ local snapshot.
+    #[error("skipping mounting layer {layer} as FUSE mount: no ztoc for layer")]
+    NoZtoc {
+        /// Layer digest.
+        layer: String,
+    },
+    /// No usable SOCI index for the image ⇒ defer the whole image to the container runtime.
+    #[error("unable to fetch SOCI artifacts for image {image:?}: no valid SOCI index found: {cause}")]
+    NoIndex {
+        /// Image reference.
+        image: String,
+        /// Why (the cached discovery/fetch failure, with its chain).
+        cause: String,
+    },
+    /// A required label is missing.
+    #[error("{0}")]
+    MissingLabel(&'static str),
+    /// Resolving the layer (zTOC, blob) failed.
+    #[error("failed to resolve layer {layer:?} from {image:?}: {cause}")]
+    Resolve {
+        /// Layer digest.
+        layer: String,
+        /// Image reference.
+        image: String,
+        /// The cause, with its chain.
+        cause: String,
+    },
+    /// The layer is not (or no longer) mounted / reachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else (FUSE mount, local unpack, I/O), with its chain.
+    #[error("{context}: {cause}")]
+    Other {
+        /// What was being done.
+        context: &'static str,
+        /// The cause.
+        cause: String,
+    },
+}
+
+impl RemoteError {
+    pub(crate) fn other(context: &'static str, cause: impl std::fmt::Display) -> RemoteError {
+        RemoteError::Other { context, cause: cause.to_string() }
+    }
+}
+
+/// Lazy-layer operations used by the snapshotter.
+pub trait RemoteLayers: Send + Sync + std::fmt::Debug {
+    /// Mounts the layer described by `labels` lazily (FUSE) at `mountpoint`.
+    fn mount(&self, mountpoint: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError>;
+    /// Checks that the lazy layer at `mountpoint` is usable.
+    fn check(&self, mountpoint: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError>;
+    /// Unmounts a lazy layer.
+    fn unmount(&self, mountpoint: &Path) -> Result<(), RemoteError>;
+    /// Downloads the layer and unpacks it into `dir` (local snapshot, spec §5.14).
+    fn unpack_local(&self, dir: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError>;
+    /// Mount points currently served.
+    fn mounted(&self) -> Vec<PathBuf>;
+}
+
+/// Builds the remote-layer implementation for the daemon (`None` ⇒ every layer is unpacked by
+/// containerd).
+pub fn build(_cfg: &crate::config::Config, _root: &Path) -> crate::error::Result<Option<std::sync::Arc<dyn RemoteLayers>>> {
+    Ok(None)
+}
