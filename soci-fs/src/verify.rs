@@ -59,25 +59,26 @@ pub(crate) fn verify_header(bytes: &[u8], node: &Node, rec: &FileRecord) -> Resu
             }
         }
     }
-    let h = entry.header();
-    let mode = h.mode().map_err(|_| attr_err())? & 0o7777;
+    let raw = entry.header().as_bytes();
+    let field = |r: std::ops::Range<usize>| numeric(&raw[r]).ok_or_else(attr_err);
+    let mode = field(100..108)? as u32 & 0o7777;
     let uid = match pax_uid {
         Some(u) => u,
-        None => h.uid().map_err(|_| attr_err())? as u32,
+        None => field(108..116)? as u32,
     };
     let gid = match pax_gid {
         Some(g) => g,
-        None => h.gid().map_err(|_| attr_err())? as u32,
+        None => field(116..124)? as u32,
     };
     let mtime_secs = match pax_mtime.as_deref().and_then(|s| s.split('.').next()) {
         Some(s) => s.parse::<i64>().map_err(|_| attr_err())?,
-        None => h.mtime().map_err(|_| attr_err())? as i64,
+        None => field(136..148)? as i64,
     };
     let link_ok = entry
         .link_name_bytes()
         .is_none_or(|l| l.is_empty() || *l == *node.link);
-    let dev_major = h.device_major().ok().flatten().unwrap_or(0);
-    let dev_minor = h.device_minor().ok().flatten().unwrap_or(0);
+    let dev_major = field(329..337)? as u32;
+    let dev_minor = field(337..345)? as u32;
     let want: BTreeSet<(Vec<u8>, Vec<u8>)> = node
         .xattrs
         .iter()
@@ -95,4 +96,43 @@ pub(crate) fn verify_header(bytes: &[u8], node: &Node, rec: &FileRecord) -> Resu
         return Err(attr_err());
     }
     Ok(())
+}
+
+/// A tar numeric field as the zTOC builder reads it: octal with NUL/space padding (empty means
+/// 0), or base-256 when the high bit of the first byte is set.
+fn numeric(f: &[u8]) -> Option<u64> {
+    if f.first().is_some_and(|b| b & 0x80 != 0) {
+        if f[0] & 0x40 != 0 {
+            return None; // negative
+        }
+        let mut v: u64 = u64::from(f[0] & 0x3f);
+        for b in &f[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(*b))?;
+        }
+        return Some(v);
+    }
+    let s: Vec<u8> = f
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ' || *b == 0)
+        .take_while(|b| *b != b' ' && *b != 0)
+        .collect();
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(&s).ok()?, 8).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numeric;
+
+    #[test]
+    fn numeric_fields() {
+        assert_eq!(numeric(b"\0\0\0\0\0\0\0\0"), Some(0));
+        assert_eq!(numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(numeric(b" 17 \0\0\0\0"), Some(0o17));
+        assert_eq!(numeric(&[0x80, 0, 0, 0, 0, 0, 1, 0]), Some(256));
+        assert_eq!(numeric(b"9x\0\0\0\0\0\0"), None);
+    }
 }

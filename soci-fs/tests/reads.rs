@@ -339,3 +339,47 @@ fn prefetch_spans_at_mount() {
     assert_eq!(m.spans.state(4), SpanState::Unrequested);
     assert!(m.spans.prefetch(&[(1, 999)]).is_err());
 }
+
+#[test]
+fn tampered_metadata_fails_header_verification() {
+    skip_without_fuse!();
+    let mut layer = common::fixture_layer();
+    let i = layer
+        .ztoc
+        .toc
+        .iter()
+        .position(|e| e.name == b"etc/hosts")
+        .expect("hosts");
+    layer.ztoc.toc[i].uid = 4242;
+    let m = common::mount_default(&layer);
+    let err = common::read(m.path().join("etc/hosts")).expect_err("tampered");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let state = std::fs::read_to_string(
+        m.path()
+            .join(".soci-snapshotter")
+            .join(format!("{}.json", layer.digest)),
+    )
+    .expect("state");
+    assert!(
+        state.contains("file attributes do not match tar header"),
+        "{state}"
+    );
+    // Untampered files still read.
+    assert_eq!(
+        common::read(m.path().join("opq/kept")).expect("kept"),
+        b"kept\n"
+    );
+    drop(m);
+    let mut fs_opts = FsOptions::default();
+    fs_opts.disable_verification = true;
+    let m = common::mount_layer(
+        &layer,
+        SpanOptions::default(),
+        fs_opts,
+        MountOptions::default(),
+    );
+    assert_eq!(
+        common::read(m.path().join("etc/hosts")).expect("unverified"),
+        b"127.0.0.1 localhost\n"
+    );
+}
