@@ -8,6 +8,7 @@ mod global;
 mod indexing;
 mod registry_io;
 mod standalone;
+mod store_cmd;
 mod ztoc_cmd;
 
 use std::process::ExitCode;
@@ -31,12 +32,23 @@ enum Command {
     Ztoc(ztoc_cmd::ZtocCommand),
     /// Build SOCI index manifests v2 and a new SOCI-enabled image (OCI index).
     Convert(convert_cmd::ConvertArgs),
+    /// Work with SOCI indexes in the local store.
+    #[command(subcommand)]
+    Index(store_cmd::IndexCommand),
+    /// Work with prefetch artifacts in the local store.
+    #[command(subcommand)]
+    Prefetch(store_cmd::PrefetchCommand),
+    /// Sync the artifacts database with the content store.
+    RebuildDb,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Ztoc(cmd) => ztoc_cmd::run(cmd),
+        Command::Ztoc(cmd) => ztoc_cmd::run(cmd, &cli.global),
+        Command::Index(cmd) => store_cmd::run_index(cmd, &cli.global),
+        Command::Prefetch(cmd) => store_cmd::run_prefetch(cmd, &cli.global),
+        Command::RebuildDb => store_cmd::rebuild_db(&cli.global),
         Command::Convert(args) => convert_cmd::run(args, &cli.global),
     };
     match result {

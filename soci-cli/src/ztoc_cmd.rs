@@ -22,42 +22,87 @@ pub(crate) enum ZtocCommand {
         #[arg(long, default_value_t = soci_ztoc::DEFAULT_SPAN_SIZE)]
         span_size: u64,
     },
-    /// Print a zTOC as JSON.
+    /// Print a zTOC as JSON (from the local store by digest, or from a file).
     Info {
+        /// The zTOC digest (artifacts DB + content store).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        digest: Option<String>,
         /// The zTOC file.
         #[arg(long)]
-        file: PathBuf,
+        file: Option<PathBuf>,
+    },
+    /// List zTOCs in the artifacts DB.
+    #[command(alias = "ls")]
+    List {
+        /// Only this zTOC.
+        #[arg(long)]
+        ztoc_digest: Option<String>,
+        /// Only zTOCs of this image (needs containerd).
+        #[arg(long)]
+        image_ref: Option<String>,
+        /// Print digests only.
+        #[arg(long, short = 'q')]
+        quiet: bool,
     },
     /// Extract one file from a layer through its zTOC, reading only the spans that hold it.
     GetFile {
-        /// The zTOC file.
-        #[arg(long)]
-        file: PathBuf,
+        /// The zTOC file (with --layer; then only the file path is given).
+        #[arg(long, requires = "layer")]
+        file: Option<PathBuf>,
         /// The layer blob the zTOC describes.
-        #[arg(long)]
-        layer: PathBuf,
-        /// Path of the file inside the layer.
-        path: String,
+        #[arg(long, requires = "file")]
+        layer: Option<PathBuf>,
+        /// `<ztoc digest> <file>` (store form) or `<file>` (with --file/--layer).
+        args: Vec<String>,
         /// Write the content here instead of stdout.
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
 }
 
-pub(crate) fn run(cmd: ZtocCommand) -> Result<()> {
+pub(crate) fn run(cmd: ZtocCommand, global: &crate::global::GlobalOpts) -> Result<()> {
     match cmd {
         ZtocCommand::Create {
             layer,
             output,
             span_size,
         } => create(&layer, &output, span_size),
-        ZtocCommand::Info { file } => info(&file),
+        ZtocCommand::Info {
+            file: Some(file), ..
+        } => info(&file),
+        ZtocCommand::Info { digest, .. } => {
+            let (bytes, entry) =
+                crate::store_cmd::load_ztoc(global, digest.as_deref().unwrap_or(""))?;
+            let ztoc = Ztoc::from_bytes(&bytes).context("failed to parse ztoc")?;
+            print_info(&ztoc, entry.size)
+        }
+        ZtocCommand::List {
+            ztoc_digest,
+            image_ref,
+            quiet,
+        } => {
+            crate::store_cmd::ztoc_list(global, ztoc_digest.as_deref(), image_ref.as_deref(), quiet)
+        }
         ZtocCommand::GetFile {
-            file,
-            layer,
-            path,
+            file: Some(file),
+            layer: Some(layer),
+            args,
             output,
-        } => get_file(&file, &layer, &path, output.as_deref()),
+        } => {
+            let [path] = args.as_slice() else {
+                bail!("please provide the file to extract");
+            };
+            get_file(&file, &layer, path, output.as_deref())
+        }
+        ZtocCommand::GetFile { args, output, .. } => {
+            let [digest, path] = args.as_slice() else {
+                bail!("please provide both a ztoc digest and a filename to extract");
+            };
+            let (bytes, entry) = crate::store_cmd::load_ztoc(global, digest)?;
+            let ztoc = Ztoc::from_bytes(&bytes).context("failed to parse ztoc")?;
+            let blob = crate::store_cmd::open_layer(global, &entry)?;
+            extract(&ztoc, &blob, path, output.as_deref())
+        }
     }
 }
 
@@ -118,6 +163,10 @@ struct FileInfo {
 
 fn info(file: &std::path::Path) -> Result<()> {
     let (ztoc, size) = load(file)?;
+    print_info(&ztoc, size)
+}
+
+fn print_info(ztoc: &Ztoc, size: u64) -> Result<()> {
     let zinfo = ztoc.zinfo().context("invalid ztoc")?;
     let mut files: Vec<FileInfo> = ztoc
         .toc
@@ -163,18 +212,21 @@ fn get_file(
     output: Option<&std::path::Path>,
 ) -> Result<()> {
     let (ztoc, _) = load(file)?;
-    let zinfo = ztoc.zinfo().context("invalid ztoc")?;
     let blob = File::open(layer).with_context(|| format!("failed to open {}", layer.display()))?;
+    extract(&ztoc, &blob, path, output)
+}
+
+fn extract(ztoc: &Ztoc, blob: &File, path: &str, output: Option<&std::path::Path>) -> Result<()> {
+    let zinfo = ztoc.zinfo().context("invalid ztoc")?;
     let len = blob.metadata()?.len();
     if len != ztoc.compressed_archive_size {
         bail!(
-            "layer {} has {} bytes but the ztoc describes {}",
-            layer.display(),
+            "layer has {} bytes but the ztoc describes {}",
             len,
             ztoc.compressed_archive_size
         );
     }
-    let data = ztoc.extract_file(&zinfo, &blob, path.as_bytes())?;
+    let data = ztoc.extract_file(&zinfo, blob, path.as_bytes())?;
     match output {
         Some(p) => {
             std::fs::write(p, &data).with_context(|| format!("failed to write {}", p.display()))?

@@ -1,5 +1,12 @@
 //! Integration tests of the `soci` binary: one module per topic.
 
+#[path = "cli/common.rs"]
+mod common;
+#[path = "cli/convert.rs"]
+mod convert;
+#[path = "cli/store.rs"]
+mod store;
+
 mod ztoc {
     use std::io::Write;
     use std::path::{Path, PathBuf};

@@ -1,0 +1,458 @@
+//! Commands over the local store: `index list|info|rm`, `ztoc list|info|get-file <digest>`,
+//! `rebuild-db`, `prefetch list|info` (spec §6.2).
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use soci_index::store::{ArtifactEntry, ArtifactKind, ContentStore};
+use soci_index::{media_type, Digest, Manifest, Platform, PrefetchArtifact};
+
+use crate::global::{ContentStoreKind, GlobalOpts};
+
+/// `soci index ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum IndexCommand {
+    /// List SOCI indexes, newest first.
+    #[command(alias = "ls")]
+    List {
+        /// Only indexes of this image (needs containerd).
+        #[arg(long = "ref")]
+        image_ref: Option<String>,
+        /// Print digests only.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// Only indexes for these platforms (repeatable).
+        #[arg(long = "platform", short = 'p')]
+        platforms: Vec<String>,
+    },
+    /// Print a SOCI index.
+    Info {
+        /// The index digest.
+        digest: String,
+    },
+    /// Remove SOCI indexes.
+    #[command(alias = "rm")]
+    Remove {
+        /// Index digests.
+        digests: Vec<String>,
+        /// Remove every index of this image (needs containerd).
+        #[arg(long = "ref")]
+        image_ref: Option<String>,
+    },
+}
+
+/// `soci prefetch ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum PrefetchCommand {
+    /// List prefetch artifacts.
+    #[command(alias = "ls")]
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one prefetch artifact.
+    Info {
+        /// The artifact digest.
+        digest: String,
+        /// Append the raw artifact JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The store the command reads and writes.
+pub(crate) fn content_store(global: &GlobalOpts) -> Result<ContentStore> {
+    match global.content_store {
+        ContentStoreKind::Soci => global.soci_store(),
+        ContentStoreKind::Containerd => bail!(
+            "content store \"containerd\" is not supported by this build yet: use --content-store soci"
+        ),
+    }
+}
+
+fn containerd_needed(what: &str) -> anyhow::Error {
+    anyhow!("{what} needs containerd's image store, which this build does not support yet")
+}
+
+pub(crate) fn run_index(cmd: IndexCommand, global: &GlobalOpts) -> Result<()> {
+    let db = global.artifacts_db()?;
+    match cmd {
+        IndexCommand::List {
+            image_ref,
+            quiet,
+            platforms,
+        } => {
+            if image_ref.is_some() {
+                return Err(containerd_needed("--ref"));
+            }
+            let wanted: Vec<Platform> = platforms
+                .iter()
+                .map(|p| p.parse::<Platform>().map_err(anyhow::Error::from))
+                .collect::<Result<_>>()?;
+            let mut entries = db.entries_of(ArtifactKind::Index)?;
+            entries.retain(|e| {
+                wanted.is_empty()
+                    || e.platform
+                        .parse::<Platform>()
+                        .is_ok_and(|p| wanted.iter().any(|w| w.matches_strict(&p)))
+            });
+            entries.sort_by_key(|e| std::cmp::Reverse(e.created_at));
+            if quiet {
+                let mut out = std::io::stdout().lock();
+                for e in &entries {
+                    writeln!(out, "{}", e.digest)?;
+                }
+                return Ok(());
+            }
+            let mut rows = vec![[
+                "DIGEST",
+                "SIZE",
+                "IMAGE REF",
+                "PLATFORM",
+                "MEDIA TYPE",
+                "MANIFEST VERSION",
+                "CREATED",
+            ]
+            .map(str::to_owned)
+            .to_vec()];
+            for e in &entries {
+                let version = if e.artifact_type == media_type::SOCI_INDEX_V2 {
+                    "v2"
+                } else {
+                    "v1"
+                };
+                rows.push(vec![
+                    e.digest.to_string(),
+                    e.size.to_string(),
+                    String::new(),
+                    e.platform.clone(),
+                    e.media_type.clone(),
+                    version.to_owned(),
+                    created(e.created_at),
+                ]);
+            }
+            print_table(&rows)
+        }
+        IndexCommand::Info { digest } => {
+            let d = parse_digest(&digest)?;
+            let store = content_store(global)?;
+            if let Some(e) = db.get(d.as_str())? {
+                if e.kind == ArtifactKind::Ztoc {
+                    bail!("the provided digest is of ztoc not SOCI index. Use \"soci ztoc info\" command to get detailed info of ztoc");
+                }
+            }
+            let bytes = store.read(&d)?;
+            let pretty = soci_index::json::indent(&bytes, "", "  ")?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&pretty)?;
+            writeln!(out)?;
+            Ok(())
+        }
+        IndexCommand::Remove { digests, image_ref } => {
+            if image_ref.is_some() && !digests.is_empty() {
+                bail!("please provide either index digests or image ref, but not both");
+            }
+            if image_ref.is_some() {
+                return Err(containerd_needed("--ref"));
+            }
+            for digest in &digests {
+                let d = parse_digest(digest)?;
+                let Some(e) = db.get(d.as_str())? else {
+                    bail!("the index of the digest {d} doesn't exist");
+                };
+                if e.kind != ArtifactKind::Index {
+                    bail!("the digest {d} does not correspond to an index");
+                }
+                db.remove(d.as_str())?;
+                // Deleting from the `soci` content store is a no-op (spec §4.10); the blob stays
+                // until the store is cleaned.
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn ztoc_list(
+    global: &GlobalOpts,
+    ztoc_digest: Option<&str>,
+    image_ref: Option<&str>,
+    quiet: bool,
+) -> Result<()> {
+    if image_ref.is_some() {
+        return Err(containerd_needed("--image-ref"));
+    }
+    let db = global.artifacts_db()?;
+    let mut entries = db.entries_of(ArtifactKind::Ztoc)?;
+    if let Some(z) = ztoc_digest {
+        entries.retain(|e| e.digest.as_str() == z);
+    }
+    if quiet {
+        let mut out = std::io::stdout().lock();
+        for e in &entries {
+            writeln!(out, "{}", e.digest)?;
+        }
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "DIGEST".to_owned(),
+        "SIZE".to_owned(),
+        "LAYER DIGEST".to_owned(),
+    ]];
+    for e in &entries {
+        rows.push(vec![
+            e.digest.to_string(),
+            e.size.to_string(),
+            e.original_digest.clone(),
+        ]);
+    }
+    print_table(&rows)
+}
+
+/// The zTOC bytes and its DB entry for `ztoc info <digest>` / `get-file`.
+pub(crate) fn load_ztoc(global: &GlobalOpts, digest: &str) -> Result<(Vec<u8>, ArtifactEntry)> {
+    let d = parse_digest(digest)?;
+    let db = global.artifacts_db()?;
+    let Some(entry) = db.get(d.as_str())? else {
+        bail!("ztoc {d} does not exist in the artifacts database");
+    };
+    if entry.kind == ArtifactKind::Index {
+        bail!("the provided digest belongs to a SOCI index. Use `soci index info` to get the detailed information about it");
+    }
+    if entry.kind != ArtifactKind::Ztoc {
+        bail!("the provided digest is not a ztoc (type: {})", entry.kind);
+    }
+    let store = content_store(global)?;
+    let bytes = store.read(&d)?;
+    Ok((bytes, entry))
+}
+
+/// The layer blob of a zTOC entry, opened from the content store.
+pub(crate) fn open_layer(global: &GlobalOpts, entry: &ArtifactEntry) -> Result<std::fs::File> {
+    let layer = parse_digest(&entry.original_digest)?;
+    let store = content_store(global)?;
+    store
+        .open_blob(&layer)
+        .with_context(|| format!("failed to open layer {layer}"))
+}
+
+pub(crate) fn rebuild_db(global: &GlobalOpts) -> Result<()> {
+    let db = global.artifacts_db()?;
+    let store = content_store(global)?;
+    let platform_of = |subject: &soci_index::Descriptor| -> Option<String> {
+        let m = Manifest::from_json(&store.read(&subject.digest).ok()?).ok()?;
+        #[derive(serde::Deserialize)]
+        struct C {
+            #[serde(default)]
+            os: String,
+            #[serde(default)]
+            architecture: String,
+            #[serde(default)]
+            variant: String,
+        }
+        let c: C = serde_json::from_slice(&store.read(&m.config.digest).ok()?).ok()?;
+        Some(Platform::new(c.os, c.architecture, c.variant).to_string())
+    };
+    soci_index::store::rebuild(&db, &store, &platform_of)?;
+    Ok(())
+}
+
+pub(crate) fn run_prefetch(cmd: PrefetchCommand, global: &GlobalOpts) -> Result<()> {
+    let db = global.artifacts_db()?;
+    let store = content_store(global)?;
+    let load = |d: &Digest| -> Option<PrefetchArtifact> {
+        PrefetchArtifact::from_json(&store.read(d).ok()?).ok()
+    };
+    match cmd {
+        PrefetchCommand::List { json } => {
+            let entries = db.entries_of(ArtifactKind::Prefetch)?;
+            if json {
+                #[derive(serde::Serialize)]
+                #[serde(rename_all = "PascalCase")]
+                struct Item {
+                    digest: String,
+                    layer_digest: String,
+                    total_spans: i64,
+                    created_at: String,
+                }
+                let items: Vec<Item> = entries
+                    .iter()
+                    .map(|e| Item {
+                        digest: e.digest.to_string(),
+                        layer_digest: e.original_digest.clone(),
+                        total_spans: load(&e.digest)
+                            .map_or(-1, |a| i64::try_from(a.total_spans()).unwrap_or(i64::MAX)),
+                        created_at: rfc3339(e.created_at),
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&items)?);
+                return Ok(());
+            }
+            let mut rows = vec![["DIGEST", "LAYER DIGEST", "SPANS", "CREATED"]
+                .map(str::to_owned)
+                .to_vec()];
+            for e in &entries {
+                rows.push(vec![
+                    e.digest.to_string(),
+                    e.original_digest.clone(),
+                    load(&e.digest)
+                        .map_or_else(|| "N/A".to_owned(), |a| a.total_spans().to_string()),
+                    created(e.created_at),
+                ]);
+            }
+            print_table(&rows)
+        }
+        PrefetchCommand::Info { digest, json } => {
+            let d = parse_digest(&digest)?;
+            let entry = db.get(d.as_str())?;
+            if let Some(e) = &entry {
+                if e.kind != ArtifactKind::Prefetch {
+                    bail!(
+                        "the provided digest is not a prefetch artifact (type: {})",
+                        e.kind
+                    );
+                }
+            }
+            let bytes = store.read(&d)?;
+            let artifact = PrefetchArtifact::from_json(&bytes)?;
+            let mut out = String::new();
+            use std::fmt::Write as _;
+            writeln!(out, "Digest: {d}")?;
+            writeln!(out, "Version: {}", artifact.version)?;
+            writeln!(out, "Span Ranges: {}", artifact.prefetch_spans.len())?;
+            match &entry {
+                Some(e) => {
+                    writeln!(out, "Layer Digest: {}", e.original_digest)?;
+                    writeln!(out, "Size: {} bytes", e.size)?;
+                    writeln!(out, "Created: {}", datetime(e.created_at))?;
+                }
+                None => {
+                    writeln!(out, "Warning: this prefetch artifact is not recorded in the artifacts database.")?;
+                    writeln!(out, "Layer digest, size and creation time are unknown.")?;
+                    writeln!(
+                        out,
+                        "Run \"soci rebuild-db\" to rebuild the artifacts database."
+                    )?;
+                }
+            }
+            writeln!(out)?;
+            writeln!(out, "Prefetch Spans:")?;
+            for (i, s) in artifact.prefetch_spans.iter().enumerate() {
+                writeln!(
+                    out,
+                    "  [{i}] StartSpan: {}, EndSpan: {} (covers {} spans)",
+                    s.start_span,
+                    s.end_span,
+                    s.len()
+                )?;
+                if s.priority != 0 {
+                    writeln!(out, "      Priority: {}", s.priority)?;
+                }
+            }
+            writeln!(out, "Total spans to prefetch: {}", artifact.total_spans())?;
+            if json {
+                writeln!(out)?;
+                writeln!(out, "Raw JSON:")?;
+                let pretty = soci_index::json::indent(&bytes, "", "  ")?;
+                out.push_str(&String::from_utf8_lossy(&pretty));
+                out.push('\n');
+            }
+            print!("{out}");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
+    Digest::parse(s).map_err(|e| anyhow!("invalid digest {s:?}: {e}"))
+}
+
+/// Go's text/tabwriter with minwidth 8, tabwidth 8, padding 4, pad char ' ' and no flags: every
+/// column but the last is padded to the widest cell + 4 (at least 8).
+pub(crate) fn print_table(rows: &[Vec<String>]) -> Result<()> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; cols];
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(cols.saturating_sub(1)) {
+            widths[i] = widths[i].max((c.chars().count() + 4).max(8));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            line.push_str(c);
+            if i + 1 < r.len() {
+                let pad = widths[i] - c.chars().count();
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// `<duration rounded to s> ago` in Go's duration format, or `n/a`.
+fn created(t: SystemTime) -> String {
+    match SystemTime::now().duration_since(t) {
+        Ok(d) if t > SystemTime::UNIX_EPOCH => format!("{} ago", go_duration(d.as_secs())),
+        Ok(_) => "n/a".to_owned(),
+        Err(_) => "0s ago".to_owned(),
+    }
+}
+
+fn go_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn civil(t: SystemTime) -> (i64, u32, u32, u64, u64, u64) {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+fn datetime(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_dates() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(65), "1m5s");
+        assert_eq!(go_duration(7205), "2h0m5s");
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
+        assert_eq!(datetime(t), "2020-01-01 00:00:00");
+    }
+}
