@@ -5,6 +5,7 @@
 mod convert_cmd;
 mod convert_core;
 mod global;
+mod image_cmd;
 mod indexing;
 mod registry_io;
 mod standalone;
@@ -40,6 +41,9 @@ enum Command {
     Prefetch(store_cmd::PrefetchCommand),
     /// Sync the artifacts database with the content store.
     RebuildDb,
+    /// Pull images through containerd with the SOCI snapshotter.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Prefetch(cmd) => store_cmd::run_prefetch(cmd, &cli.global),
         Command::RebuildDb => store_cmd::rebuild_db(&cli.global),
         Command::Convert(args) => convert_cmd::run(args, &cli.global),
+        Command::Image(cmd) => image_cmd::run(cmd, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,7 @@ pub mod metastore;
 pub mod metrics;
 pub mod mount;
 pub mod remote;
+pub mod rpull;
 pub mod service;
 pub mod snapshotter;
 

@@ -39,7 +39,11 @@ fn key(f: &Field) -> String {
 
 /// Current UTC time as `2006-01-02T15:04:05.000000000Z`.
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
+}
+
+/// Formats a time since the Unix epoch as `2006-01-02T15:04:05.000000000Z`.
+pub fn rfc3339(d: std::time::Duration) -> String {
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // civil-from-days (Howard Hinnant's algorithm)

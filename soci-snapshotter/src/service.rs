@@ -53,6 +53,14 @@ fn namespace<T>(req: &Request<T>) -> Option<String> {
     req.metadata().get(NAMESPACE_HEADER).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty()).map(String::from)
 }
 
+/// containerd's metadata layer names backend snapshots `<namespace>/<n>/<key>`; containerd 1.6's
+/// proxy does not forward the namespace header, so the key is the reliable source.
+fn namespace_from_key(key: &str) -> Option<String> {
+    let mut it = key.splitn(3, '/');
+    let (ns, n, rest) = (it.next()?, it.next()?, it.next()?);
+    (!ns.is_empty() && !rest.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty()).then(|| ns.to_string())
+}
+
 fn ts(ns: i128) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: (ns.div_euclid(1_000_000_000)) as i64, nanos: (ns.rem_euclid(1_000_000_000)) as i32 }
 }
@@ -82,8 +90,9 @@ type ListStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<api::ListSnapsh
 impl generated::snapshots_server::Snapshots for Service {
     #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
     async fn prepare(&self, req: Request<api::PrepareSnapshotRequest>) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
-        let ns = namespace(&req);
+        let header_ns = namespace(&req);
         let r = req.into_inner();
+        let ns = header_ns.or_else(|| namespace_from_key(&r.key));
         let mounts = self.run(move |s| s.prepare(ns.as_deref(), &r.key, &r.parent, labels(r.labels))).await?;
         Ok(Response::new(api::PrepareSnapshotResponse { mounts }))
     }
@@ -151,5 +160,15 @@ impl generated::snapshots_server::Snapshots for Service {
     async fn cleanup(&self, _req: Request<api::CleanupRequest>) -> Result<Response<()>, Status> {
         self.run(|s| s.cleanup()).await?;
         Ok(Response::new(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn namespace_from_containerd_key() {
+        assert_eq!(super::namespace_from_key("default/12/extract-1 sha256:x").as_deref(), Some("default"));
+        assert_eq!(super::namespace_from_key("plainkey"), None);
+        assert_eq!(super::namespace_from_key("a/b/c"), None);
     }
 }
