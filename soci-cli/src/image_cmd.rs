@@ -46,9 +46,14 @@ pub(crate) fn run(cmd: ImageCommand, global: &GlobalOpts) -> Result<()> {
         platform: a.platform,
         soci_index_digest: a.soci_index_digest,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
     println!("fetching {}...", a.reference);
-    let r = rt.block_on(soci_snapshotter::rpull::rpull(&opts)).with_context(|| format!("rpull {}", a.reference))?;
+    let r = rt
+        .block_on(soci_snapshotter::rpull::rpull(&opts))
+        .with_context(|| format!("rpull {}", a.reference))?;
     println!(
         "pulled {} ({}): {} layer(s) prepared by the snapshotter, {} unpacked, {} already present, {:.2}s",
         a.reference,

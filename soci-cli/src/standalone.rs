@@ -27,38 +27,58 @@ pub(crate) fn run(src: &str, dst: &str, args: &ConvertArgs, opts: &BuildOptions)
     if crate::registry_io::is_registry_ref(src) || crate::registry_io::is_registry_ref(dst) {
         return crate::registry_io::run(src, dst, format == Format::Dir, args, opts);
     }
+    let tmp = temp_dir(Path::new(dst))?;
+    let src_store = open_input(src, tmp.path())?;
+    finish_local(
+        &src_store,
+        dst,
+        format == Format::Dir,
+        tmp.path(),
+        args,
+        opts,
+    )
+}
+
+/// The source layout: a directory used in place, or a tar extracted under `tmp`.
+pub(crate) fn open_input(src: &str, tmp: &Path) -> Result<ContentStore> {
     let src_path = Path::new(src);
     let meta = fs::metadata(src_path).map_err(|_| anyhow!("failed to access input {src}"))?;
-    let tmp = temp_dir(Path::new(dst))?;
     let src_dir = if meta.is_dir() {
         src_path.to_path_buf()
     } else {
-        let dir = tmp.path().join("input");
+        let dir = tmp.join("input");
         extract_tar(src_path, &dir)?;
         dir
     };
-    let src_store = ContentStore::open_existing(&src_dir)
-        .with_context(|| format!("{src} is not an OCI image layout"))?;
-    let work_dir = match format {
-        Format::Dir => PathBuf::from(dst),
-        Format::Archive => tmp.path().join("work"),
+    ContentStore::open_existing(&src_dir)
+        .with_context(|| format!("{src} is not an OCI image layout"))
+}
+
+/// Converts `src_store` and writes the result to the local path `dst`.
+pub(crate) fn finish_local(
+    src_store: &ContentStore,
+    dst: &str,
+    dir_output: bool,
+    tmp: &Path,
+    args: &ConvertArgs,
+    opts: &BuildOptions,
+) -> Result<()> {
+    let work_dir = if dir_output {
+        PathBuf::from(dst)
+    } else {
+        tmp.join("work")
     };
     let work = ContentStore::open(&work_dir)
         .with_context(|| format!("failed to create OCI layout {}", work_dir.display()))?;
-    let out = convert_layout(
-        &src_store,
-        &work,
-        &tmp.path().join("artifacts.redb"),
-        args,
-        opts,
-    )?;
+    let out = convert_layout(src_store, &work, &tmp.join("artifacts.redb"), args, opts)?;
     let ws = Workspace {
-        src: Some(&src_store),
+        src: Some(src_store),
         work: &work,
     };
-    match format {
-        Format::Dir => finish_dir(&ws, &out)?,
-        Format::Archive => write_archive(&ws, &out, Path::new(dst))?,
+    if dir_output {
+        finish_dir(&ws, &out)?;
+    } else {
+        write_archive(&ws, &out, Path::new(dst))?;
     }
     println!("{}", out.digest);
     Ok(())

@@ -348,3 +348,94 @@ fn prefetch_and_xattr_optimization() {
     assert_eq!(artifact["version"], "1.0");
     let _ = soci(&["--version"]);
 }
+
+/// The registry started by `scripts/services.sh start` (distribution 2.8, no Referrers API).
+fn registry() -> Option<&'static str> {
+    let addr = "127.0.0.1:5000";
+    match std::net::TcpStream::connect_timeout(
+        &addr.parse().expect("addr"),
+        std::time::Duration::from_secs(1),
+    ) {
+        Ok(_) => Some(addr),
+        Err(e) => {
+            println!("SKIPPED: no registry on {addr} (run scripts/services.sh start): {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn registry_source_and_destination() {
+    let Some(reg) = registry() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(multi) = test_image(dir.path(), "multi") else {
+        return;
+    };
+    let tag = format!("{reg}/soci-cli-test/conv-{}", std::process::id());
+    let flags = [
+        "--all-platforms",
+        "--min-layer-size",
+        "0",
+        "-q",
+        "--plain-http",
+    ];
+    let conv = |src: &str, dst: &str, extra: &[&str]| -> String {
+        let mut a = vec!["convert", "--standalone"];
+        a.extend_from_slice(&flags);
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[src, dst]);
+        ok(&a).lines().last().expect("digest line").to_owned()
+    };
+    // layout -> registry, then registry -> registry (idempotent) and registry -> layout.
+    let d1 = conv(multi.to_str().expect("utf8"), &format!("{tag}:a"), &[]);
+    let d2 = conv(&format!("{tag}:a"), &format!("{tag}:b"), &[]);
+    assert_eq!(
+        d1, d2,
+        "converting the converted image gives the same digest"
+    );
+    let out = dir.path().join("back");
+    let d3 = conv(
+        &format!("{tag}:a"),
+        out.to_str().expect("utf8"),
+        &["--format", "oci-dir"],
+    );
+    assert_eq!(d1, d3);
+    assert_eq!(root_digest(&out), d1);
+    assert_eq!(check_converted(&out), 2);
+
+    // The pushed index is byte-exact (digest-addressable), and skopeo can copy our output.
+    if have("skopeo") {
+        let o = Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{tag}:a"),
+            ])
+            .output()
+            .expect("skopeo");
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&o.stdout))
+        );
+        assert_eq!(digest, d1);
+        let o = Command::new("skopeo")
+            .args([
+                "copy",
+                "--all",
+                "--dest-tls-verify=false",
+                &format!("oci:{}", out.display()),
+                &format!("docker://{tag}:skopeo"),
+            ])
+            .output()
+            .expect("skopeo");
+        assert!(
+            o.status.success(),
+            "skopeo copy of convert output: {}",
+            text(&o.stderr)
+        );
+    } else {
+        println!("SKIPPED: skopeo not installed, registry copy not checked");
+    }
+}
