@@ -122,6 +122,8 @@ struct Desc {
     size: i64,
     #[serde(default)]
     platform: Option<Platform>,
+    #[serde(default)]
+    artifact_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -318,7 +320,8 @@ pub async fn rpull(opts: &RpullOptions) -> R<RpullReport> {
             .manifests
             .iter()
             .position(|d| {
-                d.platform.as_ref().is_some_and(|p| {
+                d.artifact_type.is_none()
+                    && d.platform.as_ref().is_some_and(|p| {
                     p.os == os
                         && p.architecture == arch
                         && (variant.is_none() || p.variant.is_none() || p.variant == variant)

@@ -4,6 +4,9 @@
 //! (`containerd.io/snapshot.ref` present), in the availability check, on removal and at restart.
 //! Everything touching the registry, the SOCI index and FUSE lives behind it.
 
+pub mod soci;
+pub mod unpack;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +76,8 @@ pub trait RemoteLayers: Send + Sync + std::fmt::Debug {
 
 /// Builds the remote-layer implementation for the daemon (`None` ⇒ every layer is unpacked by
 /// containerd).
-pub fn build(_cfg: &crate::config::Config, _root: &Path) -> crate::error::Result<Option<std::sync::Arc<dyn RemoteLayers>>> {
-    Ok(None)
+/// Must be called inside the tokio runtime.
+pub fn build(cfg: &crate::config::Config, root: &Path) -> crate::error::Result<Option<std::sync::Arc<dyn RemoteLayers>>> {
+    let s = soci::Soci::new(root, soci::SociOptions::from_config(cfg))?;
+    Ok(Some(std::sync::Arc::new(s)))
 }

@@ -1,0 +1,398 @@
+//! The SOCI implementation of [`RemoteLayers`]: index discovery (spec §4.7), artifact fetch (§4.8),
+//! lazy mounts with soci-fs (§5.5) over soci-registry range reads, and local snapshots (§5.14).
+//!
+//! This is the one adapter module between the snapshotter and soci-registry / soci-index /
+//! soci-fs. The snapshotter calls it from blocking threads; registry calls are bridged with
+//! `Handle::block_on`, which is only ever reached from blocking-pool or FUSE threads, never from a
+//! runtime worker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use soci_fs::{BlobSource, RequestKind, SourceError};
+use soci_registry::{Client, Digest, Reference};
+use tracing::{debug, info, warn};
+
+use super::{RemoteError, RemoteLayers};
+use crate::config::Config;
+use crate::snapshotter::label;
+
+const V1_ARTIFACT_TYPE: &str = "application/vnd.amazon.soci.index.v1+json";
+const V2_INDEX_ANNOTATION: &str = "com.amazon.soci.index-digest";
+
+/// Settings taken from the daemon config.
+#[derive(Debug, Clone)]
+pub struct SociOptions {
+    /// `[pull_modes.soci_v1].enable`.
+    pub soci_v1: bool,
+    /// `[pull_modes.soci_v2].enable`.
+    pub soci_v2: bool,
+    /// `disable_verification`.
+    pub disable_verification: bool,
+    /// `[fuse]` timeouts in seconds: attr, entry, negative.
+    pub fuse_timeouts: (u64, u64, u64),
+    /// `[blob].max_span_verification_retries`.
+    pub max_span_verification_retries: u32,
+    /// `[background_fetch].disable`.
+    pub background_fetch_disable: bool,
+    /// `[http].MaxRetries`.
+    pub max_retries: u32,
+}
+
+impl SociOptions {
+    /// From the daemon config.
+    pub fn from_config(c: &Config) -> SociOptions {
+        SociOptions {
+            soci_v1: c.pull_modes.soci_v1.enable,
+            soci_v2: c.pull_modes.soci_v2.enable,
+            disable_verification: c.disable_verification,
+            fuse_timeouts: (c.fuse.attr_timeout as u64, c.fuse.entry_timeout as u64, c.fuse.negative_timeout as u64),
+            max_span_verification_retries: c.blob.max_span_verification_retries.max(0) as u32,
+            background_fetch_disable: c.background_fetch.disable,
+            max_retries: c.http.max_retries.max(0) as u32,
+        }
+    }
+}
+
+/// SOCI artifacts of one image (one platform manifest).
+#[derive(Debug)]
+struct ImageArtifacts {
+    /// layer digest → (zTOC digest, zTOC size, disable-xattrs)
+    ztocs: HashMap<String, (String, u64, bool)>,
+}
+
+type Discovery = Arc<OnceLock<Result<Arc<ImageArtifacts>, String>>>;
+
+/// SOCI lazy layers.
+pub struct Soci {
+    rt: tokio::runtime::Handle,
+    root: PathBuf,
+    opts: SociOptions,
+    clients: Mutex<HashMap<String, Client>>,
+    images: Mutex<HashMap<String, Discovery>>,
+    mounts: Mutex<HashMap<PathBuf, soci_fs::MountHandle>>,
+    fetcher: Option<soci_fs::BackgroundFetcher>,
+    metrics: Arc<soci_fs::Metrics>,
+}
+
+impl std::fmt::Debug for Soci {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Soci").field("root", &self.root).field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    crate::error::chain(e)
+}
+
+impl Soci {
+    /// Creates the SOCI remote layers under `root` (the daemon root). Must be called inside the
+    /// runtime (it captures the handle).
+    pub fn new(root: &Path, opts: SociOptions) -> Result<Soci, RemoteError> {
+        for d in ["content/blobs/sha256", "soci/spancache", "unpack"] {
+            std::fs::create_dir_all(root.join(d)).map_err(|e| RemoteError::other("creating state dirs", e))?;
+        }
+        // The scratch space of unpacks is wiped at startup (spec §5.2).
+        if let Ok(rd) = std::fs::read_dir(root.join("unpack")) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+            }
+        }
+        let fetcher = if opts.background_fetch_disable {
+            info!("background fetch is disabled");
+            None
+        } else {
+            info!("constructing background fetcher");
+            Some(soci_fs::BackgroundFetcher::new(soci_fs::BackgroundFetchOptions::default()))
+        };
+        Ok(Soci {
+            rt: tokio::runtime::Handle::current(),
+            root: root.to_path_buf(),
+            opts,
+            clients: Mutex::new(HashMap::new()),
+            images: Mutex::new(HashMap::new()),
+            mounts: Mutex::new(HashMap::new()),
+            fetcher,
+            metrics: Arc::new(soci_fs::Metrics::default()),
+        })
+    }
+
+    fn client(&self, reference: &Reference) -> Result<Client, RemoteError> {
+        let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = m.get(reference.registry()) {
+            return Ok(c.clone());
+        }
+        let mut b = Client::builder();
+        b.plain_http(soci_registry::PlainHttp::Loopback);
+        b.auth(soci_registry::Auth::docker_config());
+        b.max_retries(self.opts.max_retries);
+        b.user_agent(format!("soci-snapshotter/{}", env!("CARGO_PKG_VERSION")));
+        let c = b.build().map_err(|e| RemoteError::other("building registry client", chain(&e)))?;
+        m.insert(reference.registry().to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| self.root.join("content/blobs/sha256").join(hex))
+    }
+
+    fn local_get(&self, digest: &str) -> Option<Vec<u8>> {
+        let p = self.blob_path(digest)?;
+        let data = std::fs::read(p).ok()?;
+        Digest::sha256_of(&data).to_string().eq(digest).then_some(data)
+    }
+
+    fn local_put(&self, digest: &str, data: &[u8]) {
+        if let Some(p) = self.blob_path(digest) {
+            let tmp = p.with_extension(format!("tmp-{}", std::process::id()));
+            if std::fs::write(&tmp, data).is_ok() {
+                let _ = std::fs::rename(&tmp, &p);
+            }
+        }
+    }
+
+    /// Discovery (§4.7) and fetch (§4.8), once per manifest digest for the daemon's lifetime.
+    fn artifacts(&self, image: &str, manifest: &str, labels: &BTreeMap<String, String>) -> Result<Arc<ImageArtifacts>, RemoteError> {
+        let cell = {
+            let mut m = self.images.lock().unwrap_or_else(|e| e.into_inner());
+            m.entry(manifest.to_string()).or_default().clone()
+        };
+        let res = cell.get_or_init(|| self.discover_and_fetch(image, manifest, labels));
+        res.clone().map_err(|cause| RemoteError::NoIndex { image: image.to_string(), cause })
+    }
+
+    fn discover_and_fetch(&self, image: &str, manifest: &str, labels: &BTreeMap<String, String>) -> Result<Arc<ImageArtifacts>, String> {
+        let reference = Reference::from_str(image).map_err(|e| format!("invalid image reference {image:?}: {e}"))?;
+        let client = self.client(&reference).map_err(|e| e.to_string())?;
+        let manifest_digest = Digest::from_str(manifest).map_err(|e| format!("invalid manifest digest {manifest:?}: {e}"))?;
+        let index_digest = self.rt.block_on(self.discover(&client, &reference, &manifest_digest, labels))?;
+        info!(digest = %index_digest, "fetching SOCI artifacts using index descriptor");
+        self.rt.block_on(self.fetch(&client, &reference, &index_digest)).map(Arc::new)
+    }
+
+    async fn discover(&self, client: &Client, reference: &Reference, manifest: &Digest, labels: &BTreeMap<String, String>) -> Result<Digest, String> {
+        if let Some(d) = labels.get(label::SOCI_INDEX_DIGEST).filter(|s| !s.is_empty()) {
+            debug!(digest = %d, "using provided soci index digest");
+            return Digest::from_str(d).map_err(|e| format!("invalid soci index digest {d:?}: {e}"));
+        }
+        debug!("index digest not provided");
+        if !self.opts.soci_v1 && !self.opts.soci_v2 {
+            return Err("all lazy pull modes are disabled".into());
+        }
+        if self.opts.soci_v2 {
+            debug!("checking for soci v2 index annotation");
+            let m = client
+                .get_manifest(&reference.to_digest(manifest))
+                .await
+                .map_err(|e| format!("failed to fetch image manifest: {}", chain(&e)))?;
+            let v: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(|e| format!("failed to decode image manifest: {e}"))?;
+            if let Some(d) = v.pointer(&format!("/annotations/{}", V2_INDEX_ANNOTATION.replace('~', "~0").replace('/', "~1"))).and_then(|x| x.as_str()).filter(|s| !s.is_empty()) {
+                debug!(digest = d, "using soci v2 index annotation");
+                return Digest::from_str(d).map_err(|e| format!("invalid soci v2 index annotation {d:?}: {e}"));
+            }
+            debug!("soci v2 index annotation not found");
+        } else {
+            debug!("soci v2 is disabled");
+        }
+        if self.opts.soci_v1 {
+            debug!("checking for soci v1 index via referrers API");
+            let r = client
+                .referrers(reference, manifest, Some(V1_ARTIFACT_TYPE))
+                .await
+                .map_err(|e| format!("failed to list referrers: {}", chain(&e)))?;
+            if let Some(d) = r.descriptors.first() {
+                debug!(digest = %d.digest, "using soci v1 index via referrers API");
+                return Ok(d.digest.clone());
+            }
+            debug!("soci v1 referrers not found");
+        } else {
+            debug!("soci v1 is disabled");
+        }
+        Err("no soci index found".into())
+    }
+
+    async fn fetch(&self, client: &Client, reference: &Reference, index_digest: &Digest) -> Result<ImageArtifacts, String> {
+        info!(digest = %index_digest, "fetching SOCI index from remote registry");
+        let bytes = match self.local_get(index_digest.as_str()) {
+            Some(b) => b,
+            None => {
+                let m = client
+                    .get_manifest(&reference.to_digest(index_digest))
+                    .await
+                    .map_err(|e| format!("cannot fetch soci index {index_digest}: {}", chain(&e)))?;
+                self.local_put(index_digest.as_str(), &m.bytes);
+                m.bytes.to_vec()
+            }
+        };
+        let index = soci_index::Index::from_json(&bytes).map_err(|e| format!("cannot parse soci index {index_digest}: {}", chain(&e)))?;
+        let mut ztocs = HashMap::new();
+        let mut futs = Vec::new();
+        for d in index.blobs() {
+            let digest = d.digest.as_str().to_string();
+            if self.local_get(&digest).is_some() {
+                continue;
+            }
+            let dg = Digest::from_str(&digest).map_err(|e| format!("invalid blob digest {digest}: {e}"))?;
+            let size = d.size;
+            futs.push(async move {
+                info!(digest = %dg, "fetching artifact from remote");
+                let b = client.get_blob(reference, &dg, Some(size)).await.map_err(|e| format!("cannot fetch artifact {dg}: {}", chain(&e)))?;
+                Ok::<(String, bytes::Bytes), String>((dg.to_string(), b))
+            });
+        }
+        let mut results = Vec::new();
+        for f in futs {
+            results.push(f.await?);
+        }
+        for (d, b) in results {
+            self.local_put(&d, &b);
+        }
+        for d in index.ztocs() {
+            if let Some(layer) = d.annotations.get("com.amazon.soci.image-layer-digest") {
+                ztocs.insert(layer.clone(), (d.digest.as_str().to_string(), d.size, soci_index::disables_xattrs(d)));
+            }
+        }
+        Ok(ImageArtifacts { ztocs })
+    }
+}
+
+/// Range reads of one layer blob through soci-registry.
+struct RegistryBlob {
+    rt: tokio::runtime::Handle,
+    client: Client,
+    reference: Reference,
+    digest: Digest,
+}
+
+impl BlobSource for RegistryBlob {
+    fn read_at(&self, range: Range<u64>, _kind: RequestKind) -> Result<Vec<u8>, SourceError> {
+        // Called from FUSE or blocking-pool threads only (never a runtime worker).
+        let len = range.end.saturating_sub(range.start);
+        self.rt
+            .block_on(self.client.read_range(&self.reference, &self.digest, range.start, len))
+            .map(|b| b.to_vec())
+            .map_err(|e| SourceError::Remote(Box::new(e)))
+    }
+}
+
+fn required<'a>(labels: &'a BTreeMap<String, String>, key: &str, msg: &'static str) -> Result<&'a str, RemoteError> {
+    labels.get(key).map(String::as_str).filter(|s| !s.is_empty()).ok_or(RemoteError::MissingLabel(msg))
+}
+
+impl RemoteLayers for Soci {
+    fn mount(&self, mountpoint: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError> {
+        let image = required(labels, label::CRI_IMAGE_REF, "unable to get image ref from labels")?;
+        let manifest = required(labels, label::CRI_MANIFEST_DIGEST, "unable to get image digest from labels")?;
+        let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
+        let arts = self.artifacts(image, manifest, labels)?;
+        let Some((ztoc_digest, _, disable_xattrs)) = arts.ztocs.get(layer).cloned() else {
+            info!(layerDigest = layer, image, "skipping mounting layer as FUSE mount: no ztoc for layer");
+            return Err(RemoteError::NoZtoc { layer: layer.to_string() });
+        };
+        let resolve = |cause: String| RemoteError::Resolve { layer: layer.to_string(), image: image.to_string(), cause };
+        let ztoc_bytes = self.local_get(&ztoc_digest).ok_or_else(|| resolve(format!("ztoc {ztoc_digest} not in the local store")))?;
+        let ztoc = soci_ztoc::Ztoc::from_bytes(&ztoc_bytes).map_err(|e| resolve(chain(&e)))?;
+        let reference = Reference::from_str(image).map_err(|e| resolve(e.to_string()))?;
+        let client = self.client(&reference)?;
+        let digest = Digest::from_str(layer).map_err(|e| resolve(e.to_string()))?;
+        let source: Arc<dyn BlobSource> = Arc::new(RegistryBlob { rt: self.rt.clone(), client, reference, digest });
+        let mut sopts = soci_fs::SpanOptions::default();
+        sopts.max_span_verification_retries = self.opts.max_span_verification_retries;
+        let spans = soci_fs::SpanManager::new(&ztoc, source, &self.root.join("soci/spancache"), sopts, self.metrics.clone())
+            .map_err(|e| resolve(chain(&e)))?;
+        let tree = soci_fs::Tree::from_ztoc(&ztoc).map_err(|e| resolve(chain(&e)))?;
+        let mut fopts = soci_fs::FsOptions::default();
+        let (a, e, n) = self.opts.fuse_timeouts;
+        fopts.attr_timeout = std::time::Duration::from_secs(a);
+        fopts.entry_timeout = std::time::Duration::from_secs(e);
+        fopts.negative_timeout = std::time::Duration::from_secs(n);
+        fopts.disable_verification = self.opts.disable_verification;
+        fopts.disable_xattrs = disable_xattrs;
+        fopts.statfs_path = Some(self.root.join("soci"));
+        let fs = soci_fs::LayerFs::new(tree, spans.clone(), layer, fopts);
+        let handle = soci_fs::mount(fs, mountpoint, &soci_fs::MountOptions::default())
+            .map_err(|e| RemoteError::other("mounting layer", chain(&e)))?;
+        if let Some(f) = &self.fetcher {
+            f.add_layer(&spans);
+        }
+        self.mounts.lock().unwrap_or_else(|e| e.into_inner()).insert(mountpoint.to_path_buf(), handle);
+        Ok(())
+    }
+
+    fn check(&self, mountpoint: &Path, _labels: &BTreeMap<String, String>) -> Result<(), RemoteError> {
+        if self.mounts.lock().unwrap_or_else(|e| e.into_inner()).contains_key(mountpoint) {
+            Ok(())
+        } else {
+            Err(RemoteError::Unavailable(format!("layer at {} is not mounted", mountpoint.display())))
+        }
+    }
+
+    fn unmount(&self, mountpoint: &Path) -> Result<(), RemoteError> {
+        let h = self.mounts.lock().unwrap_or_else(|e| e.into_inner()).remove(mountpoint);
+        match h {
+            Some(h) => h.unmount().map_err(|e| RemoteError::other("unmounting layer", chain(&e))),
+            None => Ok(()),
+        }
+    }
+
+    fn unpack_local(&self, dir: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError> {
+        let image = required(labels, label::CRI_IMAGE_REF, "unable to get image ref from labels")?;
+        let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
+        let reference = Reference::from_str(image).map_err(|e| RemoteError::other("parsing image ref", e))?;
+        let client = self.client(&reference)?;
+        let digest = Digest::from_str(layer).map_err(|e| RemoteError::other("parsing layer digest", e))?;
+        let size = labels.get(label::SOCI_SIZE).and_then(|s| s.parse::<u64>().ok());
+        // Download into the snapshotter's content store (digest-verified), then apply.
+        let blob = match self.blob_path(layer) {
+            Some(p) if p.exists() => p,
+            _ => {
+                let scratch = self.root.join("unpack").join(format!("{}-{}", std::process::id(), digest.encoded()));
+                let res = self.rt.block_on(async {
+                    let mut f = tokio::fs::File::create(&scratch).await.map_err(|e| RemoteError::other("creating scratch file", e))?;
+                    client
+                        .copy_blob(&reference, &digest, size, &mut f)
+                        .await
+                        .map_err(|e| RemoteError::other("downloading layer", chain(&e)))?;
+                    use tokio::io::AsyncWriteExt;
+                    f.flush().await.map_err(|e| RemoteError::other("writing layer", e))?;
+                    Ok::<(), RemoteError>(())
+                });
+                if let Err(e) = res {
+                    let _ = std::fs::remove_file(&scratch);
+                    return Err(e);
+                }
+                match self.blob_path(layer) {
+                    Some(p) => {
+                        std::fs::rename(&scratch, &p).map_err(|e| RemoteError::other("storing layer blob", e))?;
+                        p
+                    }
+                    None => scratch,
+                }
+            }
+        };
+        let media = labels.get("containerd.io/snapshot/cri.layer-media-type").cloned().unwrap_or_default();
+        let n = super::unpack::apply_blob(&blob, &media, dir)?;
+        debug!(layer, entries = n, "applied layer locally");
+        Ok(())
+    }
+
+    fn mounted(&self) -> Vec<PathBuf> {
+        self.mounts.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+}
+
+impl Drop for Soci {
+    fn drop(&mut self) {
+        if let Some(f) = self.fetcher.take() {
+            f.stop();
+        }
+        let n = self.mounts.lock().map(|m| m.len()).unwrap_or(0);
+        if n > 0 {
+            warn!(mounts = n, "dropping remote layers with active mounts");
+        }
+    }
+}
