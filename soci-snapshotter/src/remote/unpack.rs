@@ -58,7 +58,7 @@ pub fn apply_tar(reader: impl Read, dir: &Path) -> Result<u64, RemoteError> {
         if rel.as_os_str().is_empty() {
             continue; // the root itself
         }
-        entry.unpack_in(dir).map_err(|e| RemoteError::other("unpacking layer entry", format!("{}: {e}", raw.display())))?;
+        entry.unpack_in(dir).map_err(|e| RemoteError::other("unpacking layer entry", format!("{}: {}", raw.display(), crate::error::chain(&e))))?;
         n += 1;
     }
     Ok(n)
@@ -113,6 +113,9 @@ mod tests {
             h.set_mode(0o644);
             h.set_entry_type(tar::EntryType::Regular);
             h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_cksum();
             b.append(&h, *data).unwrap();
         }
