@@ -2,11 +2,14 @@
 //! an exit code; the work happens in the library crates.
 #![forbid(unsafe_code)]
 
+mod containerd_io;
 mod convert_cmd;
 mod convert_core;
+mod create_cmd;
 mod global;
 mod image_cmd;
 mod indexing;
+mod push_cmd;
 mod registry_io;
 mod standalone;
 mod store_cmd;
@@ -41,6 +44,10 @@ enum Command {
     Prefetch(store_cmd::PrefetchCommand),
     /// Sync the artifacts database with the content store.
     RebuildDb,
+    /// Build a SOCI index (v1) for an image in containerd.
+    Create(create_cmd::CreateArgs),
+    /// Push SOCI indexes (v1) and their artifacts to the image's registry.
+    Push(push_cmd::PushArgs),
     /// Pull images through containerd with the SOCI snapshotter.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -53,6 +60,8 @@ fn main() -> ExitCode {
         Command::Index(cmd) => store_cmd::run_index(cmd, &cli.global),
         Command::Prefetch(cmd) => store_cmd::run_prefetch(cmd, &cli.global),
         Command::RebuildDb => store_cmd::rebuild_db(&cli.global),
+        Command::Create(args) => create_cmd::run(args, &cli.global),
+        Command::Push(args) => push_cmd::run(args, &cli.global),
         Command::Convert(args) => convert_cmd::run(args, &cli.global),
         Command::Image(cmd) => image_cmd::run(cmd, &cli.global),
     };

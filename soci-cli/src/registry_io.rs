@@ -26,12 +26,17 @@ pub(crate) fn is_registry_ref(s: &str) -> bool {
 }
 
 fn client(args: &ConvertArgs) -> Result<Client> {
-    let auth = match &args.user {
+    client_for(args.user.as_deref(), args.plain_http)
+}
+
+/// A registry client: `--user` credentials or the Docker config file; `--plain-http`.
+pub(crate) fn client_for(user: Option<&str>, plain_http: bool) -> Result<Client> {
+    let auth = match user {
         Some(u) => Auth::from_user_arg(u),
         None => Auth::docker_config(),
     };
     let mut b = Client::builder();
-    b.auth(auth).plain_http(if args.plain_http {
+    b.auth(auth).plain_http(if plain_http {
         PlainHttp::Always
     } else {
         PlainHttp::Never
@@ -47,7 +52,7 @@ fn idx_digest(d: &soci_registry::Digest) -> Result<Digest> {
     Ok(Digest::parse(&d.to_string())?)
 }
 
-fn reg_digest(d: &Digest) -> Result<soci_registry::Digest> {
+pub(crate) fn reg_digest(d: &Digest) -> Result<soci_registry::Digest> {
     d.as_str()
         .parse()
         .map_err(|e| anyhow!("invalid digest {d}: {e}"))
@@ -159,7 +164,7 @@ pub(crate) fn push(
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

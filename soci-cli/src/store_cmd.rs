@@ -68,8 +68,16 @@ pub(crate) fn content_store(global: &GlobalOpts) -> Result<ContentStore> {
     match global.content_store {
         ContentStoreKind::Soci => global.soci_store(),
         ContentStoreKind::Containerd => bail!(
-            "content store \"containerd\" is not supported by this build yet: use --content-store soci"
+            "this command does not support content store \"containerd\" yet: use --content-store soci"
         ),
+    }
+}
+
+/// Reads a blob from the selected content store.
+pub(crate) fn read_blob(global: &GlobalOpts, d: &Digest) -> Result<Vec<u8>> {
+    match global.content_store {
+        ContentStoreKind::Soci => Ok(global.soci_store()?.read(d)?),
+        ContentStoreKind::Containerd => crate::containerd_io::Containerd::connect(global)?.read(d),
     }
 }
 
@@ -85,14 +93,29 @@ pub(crate) fn run_index(cmd: IndexCommand, global: &GlobalOpts) -> Result<()> {
             quiet,
             platforms,
         } => {
-            if image_ref.is_some() {
-                return Err(containerd_needed("--ref"));
-            }
+            let manifests: Option<Vec<String>> = match &image_ref {
+                Some(r) => {
+                    let ctd = crate::containerd_io::Containerd::connect(global)?;
+                    let (target, _) = ctd.image(r)?;
+                    let all = platforms.is_empty();
+                    let ms = crate::create_cmd::platform_manifests(&ctd, &target, &platforms, all)?;
+                    Some(ms.into_iter().map(|(d, _)| d.digest.to_string()).collect())
+                }
+                None => None,
+            };
+            let platforms = if manifests.is_some() {
+                Vec::new()
+            } else {
+                platforms
+            };
             let wanted: Vec<Platform> = platforms
                 .iter()
                 .map(|p| p.parse::<Platform>().map_err(anyhow::Error::from))
                 .collect::<Result<_>>()?;
             let mut entries = db.entries_of(ArtifactKind::Index)?;
+            if let Some(ms) = &manifests {
+                entries.retain(|e| ms.contains(&e.original_digest));
+            }
             entries.retain(|e| {
                 wanted.is_empty()
                     || e.platform
@@ -118,33 +141,44 @@ pub(crate) fn run_index(cmd: IndexCommand, global: &GlobalOpts) -> Result<()> {
             ]
             .map(str::to_owned)
             .to_vec()];
+            let ctd = crate::containerd_io::Containerd::connect(global).ok();
             for e in &entries {
-                let version = if e.artifact_type == media_type::SOCI_INDEX_V2 {
-                    "v2"
-                } else {
-                    "v1"
+                let refs = match (&ctd, e.image_digest.is_empty()) {
+                    (Some(c), false) => c.images_with_target(&e.image_digest).unwrap_or_default(),
+                    _ => Vec::new(),
                 };
-                rows.push(vec![
-                    e.digest.to_string(),
-                    e.size.to_string(),
-                    String::new(),
-                    e.platform.clone(),
-                    e.media_type.clone(),
-                    version.to_owned(),
-                    created(e.created_at),
-                ]);
+                let refs = if refs.is_empty() {
+                    vec![String::new()]
+                } else {
+                    refs
+                };
+                for image_ref in refs {
+                    let version = if e.artifact_type == media_type::SOCI_INDEX_V2 {
+                        "v2"
+                    } else {
+                        "v1"
+                    };
+                    rows.push(vec![
+                        e.digest.to_string(),
+                        e.size.to_string(),
+                        image_ref,
+                        e.platform.clone(),
+                        e.media_type.clone(),
+                        version.to_owned(),
+                        created(e.created_at),
+                    ]);
+                }
             }
             print_table(&rows)
         }
         IndexCommand::Info { digest } => {
             let d = parse_digest(&digest)?;
-            let store = content_store(global)?;
             if let Some(e) = db.get(d.as_str())? {
                 if e.kind == ArtifactKind::Ztoc {
                     bail!("the provided digest is of ztoc not SOCI index. Use \"soci ztoc info\" command to get detailed info of ztoc");
                 }
             }
-            let bytes = store.read(&d)?;
+            let bytes = read_blob(global, &d)?;
             let pretty = soci_index::json::indent(&bytes, "", "  ")?;
             let mut out = std::io::stdout().lock();
             out.write_all(&pretty)?;
@@ -155,8 +189,15 @@ pub(crate) fn run_index(cmd: IndexCommand, global: &GlobalOpts) -> Result<()> {
             if image_ref.is_some() && !digests.is_empty() {
                 bail!("please provide either index digests or image ref, but not both");
             }
-            if image_ref.is_some() {
-                return Err(containerd_needed("--ref"));
+            let mut digests = digests;
+            if let Some(r) = &image_ref {
+                let ctd = crate::containerd_io::Containerd::connect(global)?;
+                let (target, _) = ctd.image(r)?;
+                for e in db.entries_of(ArtifactKind::Index)? {
+                    if e.image_digest == target.digest.as_str() {
+                        digests.push(e.digest.to_string());
+                    }
+                }
             }
             for digest in &digests {
                 let d = parse_digest(digest)?;
@@ -167,8 +208,11 @@ pub(crate) fn run_index(cmd: IndexCommand, global: &GlobalOpts) -> Result<()> {
                     bail!("the digest {d} does not correspond to an index");
                 }
                 db.remove(d.as_str())?;
-                // Deleting from the `soci` content store is a no-op (spec §4.10); the blob stays
-                // until the store is cleaned.
+                // Deleting from the `soci` content store is a no-op (spec §4.10); with
+                // containerd, GC then collects zTOCs no longer referenced.
+                if global.content_store == ContentStoreKind::Containerd {
+                    crate::containerd_io::Containerd::connect(global)?.delete(&d)?;
+                }
             }
             Ok(())
         }
@@ -224,14 +268,19 @@ pub(crate) fn load_ztoc(global: &GlobalOpts, digest: &str) -> Result<(Vec<u8>, A
     if entry.kind != ArtifactKind::Ztoc {
         bail!("the provided digest is not a ztoc (type: {})", entry.kind);
     }
-    let store = content_store(global)?;
-    let bytes = store.read(&d)?;
+    let bytes = read_blob(global, &d)?;
     Ok((bytes, entry))
 }
 
 /// The layer blob of a zTOC entry, opened from the content store.
 pub(crate) fn open_layer(global: &GlobalOpts, entry: &ArtifactEntry) -> Result<std::fs::File> {
     let layer = parse_digest(&entry.original_digest)?;
+    if global.content_store == ContentStoreKind::Containerd {
+        let ctd = crate::containerd_io::Containerd::connect(global)?;
+        let mut f = tempfile::tempfile()?;
+        ctd.read_to(&layer, &mut f)?;
+        return Ok(f);
+    }
     let store = content_store(global)?;
     store
         .open_blob(&layer)
@@ -438,7 +487,7 @@ fn datetime(t: SystemTime) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s) = civil(t);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
