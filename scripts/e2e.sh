@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# End-to-end tests of soci-snapshotter-grpc + `soci image rpull` against containerd 1.6, a local
+# registry and FUSE. Needs root, /dev/fuse and the packages of scripts/install-deps.sh; prints
+# `SKIPPED: <reason>` (exit 0) when a prerequisite is missing, never passes silently otherwise.
+#
+# Scenarios (each asserts real behaviour):
+#   1 plain      ctr pull/run through the proxy snapshotter (overlay semantics, no FUSE mounts)
+#   2 deferred   rpull of an image without SOCI index: layers deferred to the runtime, run works
+#   3 lazy       rpull of a `soci convert`ed image: 1 FUSE mount, v2 index digest logged, run --all
+#   4 restart    SIGTERM + restart: the FUSE mount is re-established, run works again
+#   5 metrics    /metrics exposes the fuse_mount_failure_count line
+#   6 sigint     SIGINT unmounts every FUSE layer
+#   7 config     explicit missing config ⇒ fatal "failed to open config file"
+set -euo pipefail
+
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+skip() { echo "SKIPPED: $*"; exit 0; }
+fail() { echo "FAIL: $*" >&2; [ -f "${LOG:-/dev/null}" ] && tail -n 30 "$LOG" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+[ "$(id -u)" = 0 ] || skip "needs root"
+[ -e /dev/fuse ] || skip "no /dev/fuse"
+for b in containerd ctr runc docker-registry skopeo python3 curl; do
+  command -v "$b" >/dev/null || skip "missing $b (scripts/install-deps.sh)"
+done
+[ -x /bin/busybox ] || skip "missing /bin/busybox (busybox-static)"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT_DIR/target}
+(cd "$ROOT_DIR" && cargo build ${LOCKED:-} -q -p soci-snapshotter -p soci-cli --bins) || fail "build"
+DAEMON=$CARGO_TARGET_DIR/debug/soci-snapshotter-grpc
+SOCI=$CARGO_TARGET_DIR/debug/soci
+
+started_services=0
+if ! "$ROOT_DIR/scripts/services.sh" status >/dev/null 2>&1; then
+  "$ROOT_DIR/scripts/services.sh" start >/dev/null || fail "services start"
+  started_services=1
+fi
+eval "$("$ROOT_DIR/scripts/services.sh" env)"
+CTR="ctr -a $CONTAINERD_ADDRESS"
+WORK=$SOCI_E2E_BASE/snap-e2e
+SNAPROOT=$WORK/root
+LOG=$WORK/daemon.log
+METRICS_PORT=${METRICS_PORT:-13380}
+PID=
+
+cleanup() {
+  set +e
+  [ -n "$PID" ] && kill -INT "$PID" 2>/dev/null && sleep 1
+  [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null
+  grep " $SNAPROOT/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  [ "$started_services" = 1 ] && "$ROOT_DIR/scripts/services.sh" stop >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+grep " $SNAPROOT/" /proc/mounts 2>/dev/null | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+rm -rf "$WORK"; mkdir -p "$WORK"
+cat >"$WORK/config.toml" <<TOML
+metrics_address = "127.0.0.1:$METRICS_PORT"
+[pull_modes.soci_v2]
+enable = true
+TOML
+
+start_daemon() {
+  : >"$LOG.cur"
+  setsid "$DAEMON" --address "$SOCI_PROXY_SOCKET" --root "$SNAPROOT" --config "$WORK/config.toml" \
+    --log-level debug >"$LOG.cur" 2>&1 </dev/null &
+  PID=$!
+  for _ in $(seq 100); do
+    grep -q 'successfully started' "$LOG.cur" && break
+    kill -0 "$PID" 2>/dev/null || { cat "$LOG.cur" >>"$LOG"; fail "daemon exited at startup"; }
+    sleep 0.1
+  done
+  grep -q 'successfully started' "$LOG.cur" || fail "daemon not ready"
+  # containerd may still be in reconnect backoff towards the proxy socket.
+  sleep 1
+}
+stop_daemon() { # SIGNAL
+  kill "-$1" "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  cat "$LOG.cur" >>"$LOG"
+}
+fuse_mounts() { grep -c "^soci $SNAPROOT/snapshotter/snapshots/" /proc/mounts || true; }
+ms() { date +%s%3N; }
+
+# Images: one small runnable image, and the same converted with a v2 SOCI index.
+IMG=$REGISTRY/e2e/snap
+python3 "$ROOT_DIR/scripts/make-test-image.py" "$WORK/layout" v1 --kind small >/dev/null
+skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:v1" "docker://$IMG:v1" || fail "push image"
+"$SOCI" convert --standalone --plain-http --min-layer-size 0 --span-size 65536 "$IMG:v1" "$IMG:soci" \
+  >"$WORK/convert.out" 2>&1 || { cat "$WORK/convert.out"; fail "soci convert"; }
+V2_INDEX=$(curl -sf -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$REGISTRY/v2/e2e/snap/manifests/soci" \
+  | python3 -c 'import json,sys; d=json.load(sys.stdin); print([m["digest"] for m in d["manifests"] if m.get("artifactType")=="application/vnd.amazon.soci.index.v2+json"][0])') \
+  || fail "no v2 index in the converted image"
+
+NS=e2e$$
+start_daemon
+
+# 1 plain
+$CTR -n "$NS-plain" images pull --plain-http --snapshotter soci "$IMG:v1" >/dev/null || fail "ctr pull"
+out=$($CTR -n "$NS-plain" run --rm --snapshotter soci "$IMG:v1" "c$$-1" 2>&1) || fail "ctr run: $out"
+[[ $out == *READY* ]] || fail "plain run output: $out"
+[ "$(fuse_mounts)" = 0 ] || fail "plain pull made FUSE mounts"
+pass "plain ctr pull/run through the proxy"
+
+# 2 deferred (no index)
+t=$(ms)
+"$SOCI" -a "$CONTAINERD_ADDRESS" -n "$NS-def" image rpull --plain-http "$IMG:v1" >"$WORK/rpull-def.out" || fail "rpull (no index)"
+T_DEF=$(( $(ms) - t ))
+grep -q '"msg":"no valid SOCI index found; deferring to container runtime"' "$LOG.cur" || fail "no deferral log"
+grep -q '"defer-snapshot-runtime":"true"' "$LOG.cur" || fail "no defer-snapshot-runtime field"
+out=$($CTR -n "$NS-def" run --rm --snapshotter soci "$IMG:v1" "c$$-2" 2>&1) || fail "run deferred: $out"
+[[ $out == *READY* ]] || fail "deferred run output: $out"
+pass "rpull without index defers to the runtime (${T_DEF} ms)"
+
+# 3 lazy
+t=$(ms)
+"$SOCI" -a "$CONTAINERD_ADDRESS" -n "$NS-lazy" image rpull --plain-http "$IMG:soci" >"$WORK/rpull-lazy.out" || fail "rpull (lazy)"
+T_LAZY=$(( $(ms) - t ))
+[ "$(fuse_mounts)" = 1 ] || fail "expected 1 FUSE mount, got $(fuse_mounts)"
+grep '"msg":"fetching SOCI artifacts using index descriptor"' "$LOG.cur" | grep -q "\"digest\":\"$V2_INDEX\"" \
+  || fail "index digest $V2_INDEX not logged"
+grep -q '"remote-snapshot-prepared":"true"' "$LOG.cur" || fail "no remote-snapshot-prepared"
+grep -q '"msg":"checking mount point"' "$LOG.cur" && fail "unexpected check before run"
+t=$(ms)
+out=$($CTR -n "$NS-lazy" run --rm --snapshotter soci "$IMG:soci" "c$$-3" soci-test-entrypoint --all 2>&1) || fail "lazy run: $out"
+T_RUN=$(( $(ms) - t ))
+[[ $out == *READY* && $out == *checked* ]] || fail "lazy run output: $out"
+grep -q '"msg":"checking mount point"' "$LOG.cur" || fail "no 'checking mount point' log"
+pass "lazy rpull: 1 FUSE mount, v2 index $V2_INDEX, all files verified (pull ${T_LAZY} ms, run ${T_RUN} ms)"
+
+# 4 restart (SIGTERM keeps state; restart re-mounts)
+stop_daemon TERM
+start_daemon
+[ "$(fuse_mounts)" = 1 ] || fail "after restart expected 1 FUSE mount, got $(fuse_mounts)"
+grep -q '"msg":"restored remote snapshot"' "$LOG.cur" || fail "no restore log"
+out=$($CTR -n "$NS-lazy" run --rm --snapshotter soci "$IMG:soci" "c$$-4" soci-test-entrypoint --all 2>&1) || fail "run after restart: $out"
+[[ $out == *READY* ]] || fail "run after restart: $out"
+out=$($CTR -n "$NS-plain" run --rm --snapshotter soci "$IMG:v1" "c$$-5" 2>&1) || fail "plain run after restart: $out"
+pass "restart: FUSE mount restored, lazy and plain images run"
+
+# 5 metrics
+curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" >"$WORK/metrics.txt" || fail "metrics endpoint"
+grep -q '^soci_fs_operation_count{layer="",operation_type="fuse_mount_failure_count"} 0' "$WORK/metrics.txt" \
+  || fail "fuse_mount_failure_count line missing"
+pass "metrics"
+
+# 6 SIGINT unmounts
+stop_daemon INT
+[ "$(fuse_mounts)" = 0 ] || fail "SIGINT left $(fuse_mounts) FUSE mounts"
+pass "SIGINT unmounts lazy layers"
+
+# 7 config
+if "$DAEMON" --address "$WORK/x.sock" --root "$WORK/r2" --config "$WORK/missing.toml" >"$WORK/cfg.out" 2>&1; then
+  fail "missing explicit config did not fail"
+fi
+grep -q 'failed to open config file' "$WORK/cfg.out" || fail "missing config message"
+pass "explicit missing config is fatal"
+
+echo "e2e: all scenarios passed (deferred rpull ${T_DEF} ms, lazy rpull ${T_LAZY} ms, lazy run --all ${T_RUN} ms)"
