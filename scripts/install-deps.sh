@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages that soci-rs's end-to-end tests and demos need on a
 # Debian 12 (bookworm) machine, as root: containerd + runc, a distribution 2.8
-# registry, skopeo, FUSE 3, protoc, flatc, busybox-static and friends.
+# registry, skopeo, FUSE 3, protoc, flatc, busybox-static and friends, plus Go and Python
+# FlatBuffers for the zTOC cross-check (soci-ztoc/tests/go_crosscheck.rs).
 #
 # usage: scripts/install-deps.sh        # skips apt entirely if everything is present
 #        FORCE=1 scripts/install-deps.sh  # always run apt-get update + install
@@ -17,11 +18,12 @@ PACKAGES=(
     containerd runc docker-registry skopeo
     fuse3 libfuse3-dev pkg-config protobuf-compiler flatbuffers-compiler
     busybox-static curl python3 iproute2 kmod ca-certificates
+    golang-go python3-flatbuffers
 )
 # Binaries that must be found on PATH afterwards (one or more per package).
 BINARIES=(
     containerd ctr runc docker-registry skopeo fusermount3 pkg-config protoc flatc
-    busybox curl python3 ip modprobe
+    busybox curl python3 ip modprobe go
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -41,6 +43,8 @@ done
 pkg_ok() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
 pkg_ok busybox-static || missing+=("busybox-static")
 pkg-config --exists fuse3 2>/dev/null || missing+=("fuse3.pc (libfuse3-dev)")
+# The zTOC cross-check imports Debian's module with the system interpreter.
+/usr/bin/python3 -c 'import flatbuffers' 2>/dev/null || missing+=("python3-flatbuffers")
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=("ca-certificates")
 
 if [ "${#missing[@]}" -eq 0 ] && [ "${FORCE:-0}" != 1 ]; then
@@ -70,6 +74,8 @@ else
     for b in "${BINARIES[@]}"; do
         command -v "$b" >/dev/null 2>&1 || die "'$b' still not on PATH after install"
     done
+    /usr/bin/python3 -c 'import flatbuffers' 2>/dev/null ||
+        die "python3-flatbuffers still not importable after install"
 fi
 
 # Kernel modules: fuse for the snapshotter, overlay for containerd's overlayfs.
@@ -89,4 +95,5 @@ log "versions:"
     printf '  protoc:     %s\n' "$(protoc --version 2>/dev/null | awk '{print $2}')"
     printf '  flatc:      %s\n' "$(flatc --version 2>/dev/null | awk '{print $3}')"
     printf '  fuse3:      %s\n' "$(pkg-config --modversion fuse3 2>/dev/null)"
+    printf '  go:         %s\n' "$(go version 2>/dev/null | awk '{print $3}')"
 } >&2
