@@ -2,6 +2,8 @@
 
 #[path = "cli/common.rs"]
 mod common;
+#[path = "cli/containerd.rs"]
+mod containerd;
 #[path = "cli/convert.rs"]
 mod convert;
 #[path = "cli/store.rs"]

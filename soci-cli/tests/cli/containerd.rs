@@ -1,0 +1,314 @@
+//! `soci create`, `soci push`, `index list --ref` against real containerd and registries started by
+//! `scripts/services.sh start` (spec §8 create_test.go, push_test.go, index_test.go). Prints
+//! `SKIPPED: …` when a service or tool is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{have, json, ok, soci, test_image, text};
+
+struct Env {
+    sock: String,
+    ns: String,
+    root: PathBuf,
+}
+
+impl Env {
+    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec![
+            "-a",
+            &self.sock,
+            "-n",
+            &self.ns,
+            "--root",
+            self.root.to_str().expect("utf8"),
+            "--content-store",
+            "soci",
+        ];
+        v.extend_from_slice(rest);
+        v
+    }
+    fn ok(&self, rest: &[&str]) -> String {
+        ok(&self.args(rest))
+    }
+    fn fails(&self, rest: &[&str], msg: &str) {
+        crate::common::fails_with(&self.args(rest), msg);
+    }
+}
+
+fn services() -> Option<String> {
+    let base = std::env::var("SOCI_E2E_BASE").unwrap_or_else(|_| "/tmp/soci-e2e".to_owned());
+    let sock = format!("{base}/ctrd/containerd.sock");
+    if !Path::new(&sock).exists() {
+        println!("SKIPPED: no containerd socket at {sock} (run scripts/services.sh start)");
+        return None;
+    }
+    for port in [5000, 5001] {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            println!("SKIPPED: no registry on 127.0.0.1:{port} (run scripts/services.sh start)");
+            return None;
+        }
+    }
+    for tool in ["skopeo", "ctr", "curl"] {
+        if !have(tool) {
+            println!("SKIPPED: {tool} not installed");
+            return None;
+        }
+    }
+    Some(sock)
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd).args(args).output().expect("spawn");
+    assert!(o.status.success(), "{cmd} {args:?}: {}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+/// Number of v1 SOCI referrers of `manifest` in `repo`: via the tag schema on :5000, via the
+/// Referrers API on :5001.
+fn referrers(host: &str, repo: &str, manifest: &str) -> usize {
+    let url = if host.ends_with(":5000") {
+        format!(
+            "http://{host}/v2/{repo}/manifests/{}",
+            manifest.replace(':', "-")
+        )
+    } else {
+        format!("http://{host}/v2/{repo}/referrers/{manifest}")
+    };
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            "Accept: application/vnd.oci.image.index.v1+json",
+            &url,
+        ])
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v["manifests"].as_array().map_or(0, |m| {
+        m.iter()
+            .filter(|d| d["artifactType"] == "application/vnd.amazon.soci.index.v1+json")
+            .count()
+    })
+}
+
+#[test]
+fn create_push_and_list() {
+    let Some(sock) = services() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(img) = test_image(dir.path(), "multi") else {
+        return;
+    };
+    let id = std::process::id();
+    let repo = format!("soci-cli-test/ctd-{id}");
+    let ns = format!("soci-cli-test-{id}");
+    let layout = format!("oci:{}:t", img.display());
+    let mut refs = Vec::new();
+    for host in ["127.0.0.1:5000", "127.0.0.1:5001"] {
+        let r = format!("{host}/{repo}:v1");
+        run(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--all",
+                "--dest-tls-verify=false",
+                &layout,
+                &format!("docker://{r}"),
+            ],
+        );
+        run(
+            "ctr",
+            &[
+                "-a",
+                &sock,
+                "-n",
+                &ns,
+                "images",
+                "pull",
+                "--plain-http",
+                "--all-platforms",
+                &r,
+            ],
+        );
+        refs.push(r);
+    }
+    let env = Env {
+        sock: sock.clone(),
+        ns: ns.clone(),
+        root: dir.path().join("root"),
+    };
+    let image = refs[0].as_str();
+    // The host platform's manifest digest (the multi image has one for amd64 or arm64 each).
+    let idx = json(&img.join("index.json"));
+    let list_digest = idx["manifests"][0]["digest"]
+        .as_str()
+        .expect("d")
+        .to_owned();
+    let list = crate::common::blob(&img, &list_digest);
+    let host_arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let manifest = list["manifests"]
+        .as_array()
+        .expect("m")
+        .iter()
+        .find(|m| m["platform"]["architecture"] == host_arch)
+        .expect("host manifest")["digest"]
+        .as_str()
+        .expect("d")
+        .to_owned();
+
+    // Parameter validation and the empty index.
+    env.fails(
+        &["create", image, "--span-size", "-1"],
+        "span size must be >= 0",
+    );
+    env.fails(
+        &["create", image, "--min-layer-size", "-1"],
+        "min layer size must be >= 0",
+    );
+    env.fails(&["create"], "source image needs to be specified");
+    env.fails(
+        &["create", image, "--min-layer-size", "1000000000"],
+        "no ztocs created, all layers either skipped or produced errors",
+    );
+    assert_eq!(env.ok(&["index", "list", "-q"]), "");
+
+    // Sparse index (default 10 MiB minimum): one zTOC, one skip line.
+    let out = env.ok(&["create", image, "-q"]);
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("ztoc skipped - layer "))
+            .count(),
+        1,
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" -> ztoc ")).count(),
+        1,
+        "{out}"
+    );
+    // Re-create: reused; --force: rebuilt.
+    let again = env.ok(&["create", image, "-q"]);
+    assert_eq!(again.matches("(already exists)").count(), 1, "{again}");
+    let forced = env.ok(&["create", image, "-q", "--force"]);
+    assert_eq!(forced.matches("(already exists)").count(), 0, "{forced}");
+    // All platforms.
+    env.ok(&[
+        "create",
+        image,
+        "-q",
+        "--all-platforms",
+        "--min-layer-size",
+        "0",
+    ]);
+    let all = env.ok(&["index", "list", "-q"]);
+    assert_eq!(all.lines().count(), 3, "{all}");
+    let table = env.ok(&["index", "list", "--ref", image]);
+    // One row per containerd image with the same target: both names of the image appear.
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|l| l.contains(image) || l.contains(refs[1].as_str())),
+        "{table}"
+    );
+    assert!(
+        table.lines().skip(1).any(|l| l.contains(refs[1].as_str())),
+        "{table}"
+    );
+    assert_eq!(
+        env.ok(&[
+            "index",
+            "list",
+            "-q",
+            "--ref",
+            image,
+            "-p",
+            "linux/arm64/v8"
+        ])
+        .lines()
+        .count(),
+        1
+    );
+
+    // Push policies with the tag-schema fallback (:5000) — counts as in TestPushWithExistingIndices.
+    let repo_ref = image;
+    let n = |host: &str| referrers(host, &repo, &manifest);
+    let push = |args: &[&str]| {
+        let mut a = vec!["push", "--plain-http"];
+        a.extend_from_slice(args);
+        a.push(repo_ref);
+        env.ok(&a)
+    };
+    let out = push(&[]);
+    assert!(
+        out.contains("checking if a soci index already exists in remote repository..."),
+        "{out}"
+    );
+    assert!(
+        out.contains("pushing soci index with digest: sha256:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("successfully pushed artifact with digest: sha256:"),
+        "{out}"
+    );
+    assert_eq!(n("127.0.0.1:5000"), 1);
+    env.ok(&["create", image, "-q", "--span-size", "1048576"]);
+    let out = push(&["--existing-index", "skip"]);
+    assert!(
+        out.contains(": skipping pushing artifacts for image manifest: "),
+        "{out}"
+    );
+    assert!(
+        out.contains("soci index found in remote repository with digest: sha256:"),
+        "{out}"
+    );
+    assert_eq!(n("127.0.0.1:5000"), 1);
+    let out = push(&["--existing-index", "warn"]);
+    assert!(
+        out.contains("[WARN] soci index found in remote repository with digest: sha256:"),
+        "{out}"
+    );
+    assert!(out.contains(": pushing index anyway"), "{out}");
+    assert_eq!(n("127.0.0.1:5000"), 2);
+    env.ok(&["create", image, "-q", "--span-size", "2097152"]);
+    let out = push(&["--existing-index", "allow", "-q"]);
+    assert!(!out.contains("checking if"), "{out}");
+    assert_eq!(out.lines().count(), 1, "-q prints only the digest: {out}");
+    assert_eq!(n("127.0.0.1:5000"), 3);
+    let out = push(&[]);
+    assert!(
+        out.contains(
+            "[WARN] multiple soci indices found in remote repository: pushing index anyway"
+        ),
+        "{out}"
+    );
+    // Pushing the newest index again: the referrers list stays at 3.
+    assert_eq!(n("127.0.0.1:5000"), 3);
+    env.fails(
+        &["push", "--existing-index", "maybe", repo_ref],
+        "unexpected value for flag existing-index: maybe, expected types [warn skip allow]",
+    );
+
+    // The Referrers API registry (:5001): same image under another name.
+    let r2 = refs[1].as_str();
+    let out = env.ok(&["push", "--plain-http", r2]);
+    assert!(
+        out.contains("pushing soci index with digest: sha256:"),
+        "{out}"
+    );
+    assert_eq!(n("127.0.0.1:5001"), 1);
+
+    // rm --ref removes every index of the image.
+    env.ok(&["index", "rm", "--ref", image]);
+    assert_eq!(env.ok(&["index", "list", "-q"]), "");
+    let _ = Command::new("ctr")
+        .args(["-a", &sock, "-n", &ns, "images", "rm", &refs[0], &refs[1]])
+        .output();
+    let _ = soci(&["--version"]);
+}
