@@ -2,7 +2,7 @@
 //! defaults, at [`DEFAULT_CONFIG_PATH`].
 //!
 //! Loading is: defaults ([`Config::default`]), then the file (every table is `#[serde(default)]`, so
-//! partial tables keep the other defaults), then [`Config::normalize`] (zero ⇒ default, as upstream),
+//! partial tables keep the other defaults), then [`Config::normalized`] (zero ⇒ default, as upstream),
 //! then [`Config::validate`], which reports **every** problem at once. Unknown keys are returned by
 //! [`Config::from_toml`] with their full path so the daemon can warn about them.
 
@@ -216,7 +216,12 @@ pub struct DirectoryCacheConfig {
 
 impl Default for DirectoryCacheConfig {
     fn default() -> Self {
-        DirectoryCacheConfig { max_lru_cache_entry: 10, max_cache_fds: 10, sync_add: false, direct: true }
+        DirectoryCacheConfig {
+            max_lru_cache_entry: 10,
+            max_cache_fds: 10,
+            sync_add: false,
+            direct: true,
+        }
     }
 }
 
@@ -237,7 +242,12 @@ pub struct FuseConfig {
 
 impl Default for FuseConfig {
     fn default() -> Self {
-        FuseConfig { attr_timeout: 1, entry_timeout: 1, negative_timeout: 1, log_fuse_operations: false }
+        FuseConfig {
+            attr_timeout: 1,
+            entry_timeout: 1,
+            negative_timeout: 1,
+            log_fuse_operations: false,
+        }
     }
 }
 
@@ -287,7 +297,10 @@ pub struct ContentStoreConfig {
 
 impl Default for ContentStoreConfig {
     fn default() -> Self {
-        ContentStoreConfig { kind: "soci".into(), containerd_address: "/run/containerd/containerd.sock".into() }
+        ContentStoreConfig {
+            kind: "soci".into(),
+            containerd_address: "/run/containerd/containerd.sock".into(),
+        }
     }
 }
 
@@ -412,7 +425,10 @@ pub struct CriKeychain {
 
 impl Default for CriKeychain {
     fn default() -> Self {
-        CriKeychain { enable_keychain: false, image_service_path: "/run/containerd/containerd.sock".into() }
+        CriKeychain {
+            enable_keychain: false,
+            image_service_path: "/run/containerd/containerd.sock".into(),
+        }
     }
 }
 
@@ -431,7 +447,11 @@ pub struct ResolverConfig {
 
 impl Default for ResolverConfig {
     fn default() -> Self {
-        ResolverConfig { auth_client_ttl_sec: 3600, enable_auth_client_sharing: false, host: BTreeMap::new() }
+        ResolverConfig {
+            auth_client_ttl_sec: 3600,
+            enable_auth_client_sharing: false,
+            host: BTreeMap::new(),
+        }
     }
 }
 
@@ -472,11 +492,13 @@ impl Config {
     /// Parses TOML text. Returns the config (not yet normalized or validated) and the full paths of
     /// unknown keys.
     pub fn from_toml(text: &str) -> Result<(Config, Vec<String>)> {
-        let value: toml::Table =
-            toml::from_str(text).map_err(|e| Error::Config(format!("failed to parse config: {e}")))?;
-        let mut unknown = Vec::new();
-        let cfg: Config = serde_ignored::deserialize(toml::Value::Table(value), |path| unknown.push(path.to_string()))
+        let value: toml::Table = toml::from_str(text)
             .map_err(|e| Error::Config(format!("failed to parse config: {e}")))?;
+        let mut unknown = Vec::new();
+        let cfg: Config = serde_ignored::deserialize(toml::Value::Table(value), |path| {
+            unknown.push(path.to_string())
+        })
+        .map_err(|e| Error::Config(format!("failed to parse config: {e}")))?;
         Ok((cfg, unknown))
     }
 
@@ -488,13 +510,22 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 return Ok((Config::default().normalized(), Vec::new()))
             }
-            Err(e) => return Err(Error::Config(format!("failed to open config file {:?}: {e}", path.display().to_string()))),
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "failed to open config file {:?}: {e}",
+                    path.display().to_string()
+                )))
+            }
         };
         let (cfg, unknown) = Config::from_toml(&text)?;
         let cfg = cfg.normalized();
         let problems = cfg.validate();
         if !problems.is_empty() {
-            return Err(Error::Config(format!("invalid config {:?}: {}", path.display().to_string(), problems.join("; "))));
+            return Err(Error::Config(format!(
+                "invalid config {:?}: {}",
+                path.display().to_string(),
+                problems.join("; ")
+            )));
         }
         Ok((cfg, unknown))
     }
@@ -509,8 +540,14 @@ impl Config {
         zero_to(&mut self.resolve_result_entry, DEFAULT_RESOLVE_RESULT_ENTRY);
         zero_to(&mut self.max_concurrency, DEFAULT_MAX_CONCURRENCY);
         zero_to(&mut self.mount_timeout_sec, DEFAULT_MOUNT_TIMEOUT_SEC);
-        zero_to(&mut self.fuse_metrics_emit_wait_duration_sec, DEFAULT_FUSE_METRICS_EMIT_WAIT_SEC);
-        zero_to(&mut self.metadata_insertion_chunk_size, DEFAULT_METADATA_INSERTION_CHUNK_SIZE);
+        zero_to(
+            &mut self.fuse_metrics_emit_wait_duration_sec,
+            DEFAULT_FUSE_METRICS_EMIT_WAIT_SEC,
+        );
+        zero_to(
+            &mut self.metadata_insertion_chunk_size,
+            DEFAULT_METADATA_INSERTION_CHUNK_SIZE,
+        );
         if self.metrics_network.is_empty() {
             self.metrics_network = "tcp".into();
         }
@@ -519,7 +556,10 @@ impl Config {
         }
         let h = HttpConfig::default();
         zero_to(&mut self.http.dial_timeout_msec, h.dial_timeout_msec);
-        zero_to(&mut self.http.response_header_timeout_msec, h.response_header_timeout_msec);
+        zero_to(
+            &mut self.http.response_header_timeout_msec,
+            h.response_header_timeout_msec,
+        );
         zero_to(&mut self.http.request_timeout_msec, h.request_timeout_msec);
         zero_to(&mut self.http.max_retries, h.max_retries);
         zero_to(&mut self.http.min_wait_msec, h.min_wait_msec);
@@ -542,21 +582,35 @@ impl Config {
         zero_to(&mut self.fuse.entry_timeout, 1);
         zero_to(&mut self.fuse.negative_timeout, 1);
         let b = BackgroundFetchConfig::default();
-        zero_to(&mut self.background_fetch.silence_period_msec, b.silence_period_msec);
-        zero_to(&mut self.background_fetch.fetch_period_msec, b.fetch_period_msec);
+        zero_to(
+            &mut self.background_fetch.silence_period_msec,
+            b.silence_period_msec,
+        );
+        zero_to(
+            &mut self.background_fetch.fetch_period_msec,
+            b.fetch_period_msec,
+        );
         zero_to(&mut self.background_fetch.max_queue_size, b.max_queue_size);
-        zero_to(&mut self.background_fetch.emit_metric_period_sec, b.emit_metric_period_sec);
+        zero_to(
+            &mut self.background_fetch.emit_metric_period_sec,
+            b.emit_metric_period_sec,
+        );
         if self.background_fetch.drop_policy.is_empty() {
             self.background_fetch.drop_policy = b.drop_policy;
         }
         if self.content_store.kind.is_empty() {
             self.content_store.kind = "soci".into();
         }
-        if let Some(p) = self.content_store.containerd_address.strip_prefix("unix://") {
+        if let Some(p) = self
+            .content_store
+            .containerd_address
+            .strip_prefix("unix://")
+        {
             self.content_store.containerd_address = p.to_string();
         }
         if self.content_store.containerd_address.is_empty() {
-            self.content_store.containerd_address = ContentStoreConfig::default().containerd_address;
+            self.content_store.containerd_address =
+                ContentStoreConfig::default().containerd_address;
         }
         if self.prefetch.max_concurrency < 0 {
             self.prefetch.max_concurrency = 0;
@@ -569,23 +623,37 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !matches!(self.metadata_store.as_str(), "db" | "db-multi") {
-            p.push(format!("unknown metadata store type: {}; must be one of [db db-multi]", self.metadata_store));
+            p.push(format!(
+                "unknown metadata store type: {}; must be one of [db db-multi]",
+                self.metadata_store
+            ));
         }
         if !matches!(self.metrics_network.as_str(), "tcp" | "unix") {
-            p.push(format!("metrics_network must be \"tcp\" or \"unix\", got {:?}", self.metrics_network));
+            p.push(format!(
+                "metrics_network must be \"tcp\" or \"unix\", got {:?}",
+                self.metrics_network
+            ));
         }
-        if !matches!(self.background_fetch.drop_policy.as_str(), "oldest" | "newest") {
+        if !matches!(
+            self.background_fetch.drop_policy.as_str(),
+            "oldest" | "newest"
+        ) {
             p.push(format!(
                 "background_fetch.drop_policy must be \"oldest\" or \"newest\", got {:?}",
                 self.background_fetch.drop_policy
             ));
         }
         if self.background_fetch.max_queue_size < -1 {
-            p.push(format!("background_fetch.max_queue_size must be >= -1, got {}", self.background_fetch.max_queue_size));
+            p.push(format!(
+                "background_fetch.max_queue_size must be >= -1, got {}",
+                self.background_fetch.max_queue_size
+            ));
         }
         let cs = self.content_store.kind.as_str();
         if !matches!(cs, "soci" | "containerd") {
-            p.push(format!("unknown content store type: {cs}; must be one of [soci containerd]"));
+            p.push(format!(
+                "unknown content store type: {cs}; must be one of [soci containerd]"
+            ));
         }
         let pp = &self.pull_modes.parallel_pull_unpack;
         let containerd_store = cs == "containerd" || pp.discard_unpacked_layers;
@@ -595,10 +663,14 @@ impl Config {
         if pp.experimental_parallel_pull_as_fallback && !containerd_store {
             p.push("experimental_parallel_pull_as_fallback mode requires containerd content store (type=\"containerd\" under [content_store] or discard_unpacked_layers = true)".into());
         }
-        if pp.max_concurrent_downloads > 0 && pp.max_concurrent_downloads < pp.max_concurrent_downloads_per_image {
+        if pp.max_concurrent_downloads > 0
+            && pp.max_concurrent_downloads < pp.max_concurrent_downloads_per_image
+        {
             p.push("global download limit less than per-image download limit".into());
         }
-        if pp.max_concurrent_unpacks > 0 && pp.max_concurrent_unpacks < pp.max_concurrent_unpacks_per_image {
+        if pp.max_concurrent_unpacks > 0
+            && pp.max_concurrent_unpacks < pp.max_concurrent_unpacks_per_image
+        {
             p.push("global unpack limit less than per-image unpack limit".into());
         }
         if let Err(e) = parse_size(&pp.concurrent_download_chunk_size) {
@@ -616,7 +688,9 @@ impl Config {
         for (host, h) in &self.resolver.host {
             for m in &h.mirrors {
                 if m.host.is_empty() {
-                    p.push(format!("resolver.host.{host:?}: mirror host must not be empty"));
+                    p.push(format!(
+                        "resolver.host.{host:?}: mirror host must not be empty"
+                    ));
                 }
             }
         }
@@ -626,20 +700,33 @@ impl Config {
     /// Non-fatal remarks about valid configs (logged as warnings at startup).
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        for name in self.pull_modes.parallel_pull_unpack.decompress_streams.keys() {
+        for name in self
+            .pull_modes
+            .parallel_pull_unpack
+            .decompress_streams
+            .keys()
+        {
             if name != "gzip" && name != "zstd" {
-                w.push(format!("ignoring decompress_streams entry {name:?}: only gzip and zstd are supported"));
+                w.push(format!(
+                    "ignoring decompress_streams entry {name:?}: only gzip and zstd are supported"
+                ));
             }
         }
         for (host, h) in &self.resolver.host {
             for m in &h.mirrors {
                 if !m.host.contains("://") {
-                    w.push(format!("mirror {:?} of {host:?} has no scheme; write it as a URL, e.g. http://{}", m.host, m.host));
+                    w.push(format!(
+                        "mirror {:?} of {host:?} has no scheme; write it as a URL, e.g. http://{}",
+                        m.host, m.host
+                    ));
                 }
             }
         }
         if !self.debug_address.is_empty() {
-            w.push("debug_address is accepted for compatibility but no pprof listener is served".into());
+            w.push(
+                "debug_address is accepted for compatibility but no pprof listener is served"
+                    .into(),
+            );
         }
         w
     }
@@ -657,7 +744,9 @@ pub fn parse_size(s: &str) -> Result<Option<u64>, String> {
         return Ok(None);
     }
     let bad = || format!("invalid size format: {s}");
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit = unit.trim();
     let mult: f64 = match unit {
@@ -667,7 +756,8 @@ pub fn parse_size(s: &str) -> Result<Option<u64>, String> {
         "gb" => 1024.0 * 1024.0 * 1024.0,
         _ => return Err(bad()),
     };
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1
+    {
         return Err(bad());
     }
     let n: f64 = num.parse().map_err(|_| bad())?;
@@ -733,8 +823,14 @@ mod tests {
             Config::from_toml("bogus = 1\n[pull_modes.soci_v2]\nenable = true\nenabel = false\n[http]\nmax_retries = 3\n")
                 .unwrap();
         assert!(unknown.contains(&"bogus".to_string()), "{unknown:?}");
-        assert!(unknown.contains(&"pull_modes.soci_v2.enabel".to_string()), "{unknown:?}");
-        assert!(unknown.contains(&"http.max_retries".to_string()), "{unknown:?}");
+        assert!(
+            unknown.contains(&"pull_modes.soci_v2.enabel".to_string()),
+            "{unknown:?}"
+        );
+        assert!(
+            unknown.contains(&"http.max_retries".to_string()),
+            "{unknown:?}"
+        );
     }
 
     #[test]
@@ -746,13 +842,18 @@ mod tests {
         let p = c.normalized().validate();
         assert_eq!(p.len(), 4, "{p:?}");
         assert!(p.iter().any(|m| m == "invalid size format: badstring"));
-        assert!(p.iter().any(|m| m.contains("background_fetch.drop_policy must be \"oldest\" or \"newest\", got \"random\"")));
-        assert!(p.iter().any(|m| m.starts_with("unknown content store type: nope")));
+        assert!(p.iter().any(|m| m.contains(
+            "background_fetch.drop_policy must be \"oldest\" or \"newest\", got \"random\""
+        )));
+        assert!(p
+            .iter()
+            .any(|m| m.starts_with("unknown content store type: nope")));
     }
 
     #[test]
     fn parallel_requires_containerd_store() {
-        let (c, _) = Config::from_toml("[pull_modes.parallel_pull_unpack]\nenable = true\n").unwrap();
+        let (c, _) =
+            Config::from_toml("[pull_modes.parallel_pull_unpack]\nenable = true\n").unwrap();
         assert_eq!(c.normalized().validate().len(), 1);
         let (c, _) =
             Config::from_toml("[content_store]\ntype = \"containerd\"\n[pull_modes.parallel_pull_unpack]\nenable = true\n")
@@ -776,7 +877,10 @@ mod tests {
         let (c, _) = Config::load(Path::new("/nonexistent/soci.toml"), false).unwrap();
         assert_eq!(c, Config::default().normalized());
         let e = Config::load(Path::new("/nonexistent/soci.toml"), true).unwrap_err();
-        assert!(e.to_string().starts_with("failed to open config file"), "{e}");
+        assert!(
+            e.to_string().starts_with("failed to open config file"),
+            "{e}"
+        );
     }
 
     #[test]

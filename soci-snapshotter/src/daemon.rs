@@ -41,11 +41,16 @@ fn socket_path(address: &str) -> Result<PathBuf> {
         // Socket activation hands us an inherited fd; adopting it needs unsafe `FromRawFd`,
         // which this crate forbids. Fall back to the default socket as upstream does with no fds.
         info!("socket activation (fd://) is not supported; no listener inherited");
-        info!(address = DEFAULT_ADDRESS, "falling back to the default socket");
+        info!(
+            address = DEFAULT_ADDRESS,
+            "falling back to the default socket"
+        );
         return Ok(PathBuf::from(DEFAULT_ADDRESS));
     }
     if address.contains("://") {
-        return Err(Error::Config(format!("unsupported address scheme in {address:?}")));
+        return Err(Error::Config(format!(
+            "unsupported address scheme in {address:?}"
+        )));
     }
     Ok(PathBuf::from(address))
 }
@@ -80,7 +85,11 @@ fn notify(state: &str) {
 /// Runs the daemon until SIGINT (graceful: unmount everything, return `Ok`) or SIGTERM (return
 /// without unmounting). Must be called inside a multi-thread tokio runtime.
 pub async fn run(opts: DaemonOptions) -> Result<()> {
-    info!(version = VERSION, revision = REVISION, "starting soci-snapshotter-grpc");
+    info!(
+        version = VERSION,
+        revision = REVISION,
+        "starting soci-snapshotter-grpc"
+    );
     for k in &opts.unknown_keys {
         warn!(key = %k, "unknown config key ignored");
     }
@@ -135,7 +144,10 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<bool>();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         let graceful = tokio::select! {

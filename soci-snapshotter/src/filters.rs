@@ -35,7 +35,11 @@ pub trait Fields {
 impl Filter {
     /// Parses one filter string.
     pub fn parse(s: &str) -> Result<Filter> {
-        let mut p = Parser { s: s.as_bytes(), i: 0, src: s };
+        let mut p = Parser {
+            s: s.as_bytes(),
+            i: 0,
+            src: s,
+        };
         let mut sels = Vec::new();
         loop {
             p.skip_ws();
@@ -82,7 +86,10 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err(&self, what: &str) -> Error {
-        Error::InvalidArgument(format!("parse error at {} in filter {:?}: {what}", self.i, self.src))
+        Error::InvalidArgument(format!(
+            "parse error at {} in filter {:?}: {what}",
+            self.i, self.src
+        ))
     }
 
     fn skip_ws(&mut self) {
@@ -122,7 +129,9 @@ impl Parser<'_> {
             return self.quoted();
         }
         let start = self.i;
-        while self.i < self.s.len() && (self.s[self.i].is_ascii_alphanumeric() || b"_-/".contains(&self.s[self.i])) {
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_alphanumeric() || b"_-/".contains(&self.s[self.i]))
+        {
             self.i += 1;
         }
         if start == self.i {
@@ -198,13 +207,20 @@ mod tests {
         let s = S {
             name: "default/3/sha256:abc".into(),
             parent: String::new(),
-            labels: [("containerd.io/snapshot.ref".to_string(), "sha256:abc".to_string())].into(),
+            labels: [(
+                "containerd.io/snapshot.ref".to_string(),
+                "sha256:abc".to_string(),
+            )]
+            .into(),
         };
-        let f = Filter::parse(r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="""#).unwrap();
+        let f =
+            Filter::parse(r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="""#).unwrap();
         assert!(f.matches(&s));
         let f = Filter::parse(r#"labels."containerd.io/snapshot.ref"=="sha256:def""#).unwrap();
         assert!(!f.matches(&s));
-        assert!(Filter::parse("labels.\"containerd.io/snapshot.ref\"").unwrap().matches(&s));
+        assert!(Filter::parse("labels.\"containerd.io/snapshot.ref\"")
+            .unwrap()
+            .matches(&s));
         assert!(!Filter::parse("labels.nope").unwrap().matches(&s));
         assert!(Filter::parse("name~=sha256").unwrap().matches(&s));
         assert!(Filter::parse("name!=x").unwrap().matches(&s));

@@ -17,10 +17,12 @@ struct Collect(serde_json::Map<String, serde_json::Value>);
 
 impl Visit for Collect {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(key(field), serde_json::Value::String(format!("{value:?}")));
+        self.0
+            .insert(key(field), serde_json::Value::String(format!("{value:?}")));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(key(field), serde_json::Value::String(value.to_string()));
+        self.0
+            .insert(key(field), serde_json::Value::String(value.to_string()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.insert(key(field), value.into());
@@ -34,12 +36,20 @@ impl Visit for Collect {
 }
 
 fn key(f: &Field) -> String {
-    if f.name() == "message" { "msg".into() } else { f.name().to_string() }
+    if f.name() == "message" {
+        "msg".into()
+    } else {
+        f.name().to_string()
+    }
 }
 
 /// Current UTC time as `2006-01-02T15:04:05.000000000Z`.
 pub fn now_rfc3339() -> String {
-    rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
+    rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
 }
 
 /// Formats a time since the Unix epoch as `2006-01-02T15:04:05.000000000Z`.
@@ -70,13 +80,26 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut c = Collect(serde_json::Map::new());
         // Span fields (e.g. the request key) first, so event fields win.
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
-                if let Some(f) = span.extensions().get::<tracing_subscriber::fmt::FormattedFields<N>>() {
-                    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&format!("{{{}}}", json_fields(f))) {
+                if let Some(f) = span
+                    .extensions()
+                    .get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                {
+                    if let Ok(serde_json::Value::Object(m)) =
+                        serde_json::from_str::<serde_json::Value>(&format!(
+                            "{{{}}}",
+                            json_fields(f)
+                        ))
+                    {
                         c.0.extend(m);
                     }
                 }
@@ -106,7 +129,11 @@ fn json_fields(s: &str) -> String {
     for part in s.split(' ') {
         if let Some((k, v)) = part.split_once('=') {
             let v = v.trim_matches('"');
-            out.push(format!("{}:{}", serde_json::Value::String(k.into()), serde_json::Value::String(v.into())));
+            out.push(format!(
+                "{}:{}",
+                serde_json::Value::String(k.into()),
+                serde_json::Value::String(v.into())
+            ));
         }
     }
     out.join(",")
@@ -127,7 +154,11 @@ pub fn init(level: &str) -> Result<(), String> {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     // The gRPC/HTTP stack logs every frame at debug; keep it at info unless trace is asked for.
-    let quiet = if filter == tracing::level_filters::LevelFilter::TRACE { filter } else { filter.min(tracing::level_filters::LevelFilter::INFO) };
+    let quiet = if filter == tracing::level_filters::LevelFilter::TRACE {
+        filter
+    } else {
+        filter.min(tracing::level_filters::LevelFilter::INFO)
+    };
     let targets = tracing_subscriber::filter::Targets::new()
         .with_default(filter)
         .with_target("h2", quiet)
@@ -137,7 +168,10 @@ pub fn init(level: &str) -> Result<(), String> {
         .with_target("tonic", quiet)
         .with_target("reqwest", quiet)
         .with_target("rustls", quiet);
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).event_format(JsonFormat).with_filter(targets);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .event_format(JsonFormat)
+        .with_filter(targets);
     tracing_subscriber::registry()
         .with(layer)
         .try_init()

@@ -9,7 +9,10 @@ use soci_snapshotter::config::{Config, DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEF
 use soci_snapshotter::daemon::{self, DaemonOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "soci-snapshotter-grpc", about = "SOCI snapshotter: containerd proxy snapshotter with lazily loaded layers")]
+#[command(
+    name = "soci-snapshotter-grpc",
+    about = "SOCI snapshotter: containerd proxy snapshotter with lazily loaded layers"
+)]
 #[command(version = concat!(env!("CARGO_PKG_VERSION"), " ", "unknown"))]
 struct Cli {
     /// Address for the snapshotter's gRPC server (path, unix://path or fd://).
@@ -77,8 +80,16 @@ fn main() -> ExitCode {
             return fail(&e);
         }
     };
-    let opts = DaemonOptions { address: cli.address, root: cli.root, config, unknown_keys };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let opts = DaemonOptions {
+        address: cli.address,
+        root: cli.root,
+        config,
+        unknown_keys,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
@@ -92,6 +103,9 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
-    eprintln!("soci-snapshotter-grpc: {}", soci_snapshotter::error::chain(e));
+    eprintln!(
+        "soci-snapshotter-grpc: {}",
+        soci_snapshotter::error::chain(e)
+    );
     ExitCode::FAILURE
 }

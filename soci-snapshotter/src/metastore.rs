@@ -73,7 +73,10 @@ pub enum LabelUpdate {
 }
 
 fn now_ns() -> i128 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
 }
 
 fn enc(r: &Record) -> Vec<u8> {
@@ -81,7 +84,8 @@ fn enc(r: &Record) -> Vec<u8> {
 }
 
 fn dec(key: &str, b: &[u8]) -> Result<Record> {
-    serde_json::from_slice(b).map_err(|e| Error::Db(format!("corrupt record for {key:?}: {e}").into()))
+    serde_json::from_slice(b)
+        .map_err(|e| Error::Db(format!("corrupt record for {key:?}: {e}").into()))
 }
 
 /// The metadata store.
@@ -135,12 +139,20 @@ impl MetaStore {
     }
 
     /// Creates an active or view snapshot. The parent (if any) must be committed.
-    pub fn create(&self, kind: Kind, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Record> {
+    pub fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Record> {
         if kind == Kind::Committed {
             return Err(Error::InvalidArgument(format!("snapshot type {kind:?} invalid; only snapshots of type Active or View can be created")));
         }
         if key.is_empty() {
-            return Err(Error::InvalidArgument("snapshot key must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "snapshot key must not be empty".into(),
+            ));
         }
         let txn = self.db.begin_write().map_err(Error::db)?;
         let rec;
@@ -152,14 +164,24 @@ impl MetaStore {
             if !parent.is_empty() {
                 let p = match t.get(parent).map_err(Error::db)? {
                     Some(v) => dec(parent, v.value())?,
-                    None => return Err(Error::not_found(format!("missing parent {parent:?} bucket"))),
+                    None => {
+                        return Err(Error::not_found(format!(
+                            "missing parent {parent:?} bucket"
+                        )))
+                    }
                 };
                 if p.kind != Kind::Committed {
-                    return Err(Error::InvalidArgument(format!("parent {parent:?} is not committed snapshot")));
+                    return Err(Error::InvalidArgument(format!(
+                        "parent {parent:?} is not committed snapshot"
+                    )));
                 }
             }
             let mut m = txn.open_table(META).map_err(Error::db)?;
-            let id = m.get(NEXT_ID).map_err(Error::db)?.map(|v| v.value()).unwrap_or(1);
+            let id = m
+                .get(NEXT_ID)
+                .map_err(Error::db)?
+                .map(|v| v.value())
+                .unwrap_or(1);
             m.insert(NEXT_ID, id + 1).map_err(Error::db)?;
             let now = now_ns();
             rec = Record {
@@ -180,9 +202,18 @@ impl MetaStore {
 
     /// Commits active snapshot `key` as `name`, keeping its id and parent. `labels` become the
     /// committed snapshot's labels.
-    pub fn commit(&self, key: &str, name: &str, size: i64, inodes: i64, labels: BTreeMap<String, String>) -> Result<Record> {
+    pub fn commit(
+        &self,
+        key: &str,
+        name: &str,
+        size: i64,
+        inodes: i64,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Record> {
         if name.is_empty() {
-            return Err(Error::InvalidArgument("committed name must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "committed name must not be empty".into(),
+            ));
         }
         let txn = self.db.begin_write().map_err(Error::db)?;
         let rec;
@@ -196,10 +227,20 @@ impl MetaStore {
                 None => return Err(Error::not_found(format!("snapshot {key:?}"))),
             };
             if active.kind != Kind::Active {
-                return Err(Error::FailedPrecondition(format!("snapshot {key:?} is not active")));
+                return Err(Error::FailedPrecondition(format!(
+                    "snapshot {key:?} is not active"
+                )));
             }
             let now = now_ns();
-            rec = Record { kind: Kind::Committed, labels, created_ns: now, updated_ns: now, size, inodes, ..active };
+            rec = Record {
+                kind: Kind::Committed,
+                labels,
+                created_ns: now,
+                updated_ns: now,
+                size,
+                inodes,
+                ..active
+            };
             t.remove(key).map_err(Error::db)?;
             t.insert(name, enc(&rec).as_slice()).map_err(Error::db)?;
         }
@@ -288,7 +329,9 @@ mod tests {
     use super::*;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -297,23 +340,56 @@ mod tests {
         let path = dir.path().join("m.redb");
         {
             let s = MetaStore::open(&path).unwrap();
-            let a = s.create(Kind::Active, "a", "", labels(&[("x", "1")])).unwrap();
+            let a = s
+                .create(Kind::Active, "a", "", labels(&[("x", "1")]))
+                .unwrap();
             assert_eq!(a.id, 1);
-            assert!(s.create(Kind::Active, "a", "", BTreeMap::new()).unwrap_err().is_already_exists());
+            assert!(s
+                .create(Kind::Active, "a", "", BTreeMap::new())
+                .unwrap_err()
+                .is_already_exists());
             // parent must be committed
-            assert!(matches!(s.create(Kind::Active, "b", "a", BTreeMap::new()), Err(Error::InvalidArgument(_))));
-            assert!(s.create(Kind::Active, "b", "nope", BTreeMap::new()).unwrap_err().is_not_found());
-            let c = s.commit("a", "layer1", 10, 2, labels(&[("y", "2")])).unwrap();
+            assert!(matches!(
+                s.create(Kind::Active, "b", "a", BTreeMap::new()),
+                Err(Error::InvalidArgument(_))
+            ));
+            assert!(s
+                .create(Kind::Active, "b", "nope", BTreeMap::new())
+                .unwrap_err()
+                .is_not_found());
+            let c = s
+                .commit("a", "layer1", 10, 2, labels(&[("y", "2")]))
+                .unwrap();
             assert_eq!((c.id, c.kind, c.size), (1, Kind::Committed, 10));
             assert!(s.get("a").unwrap_err().is_not_found());
-            assert!(s.commit("layer1", "z", 0, 0, BTreeMap::new()).unwrap_err().is_not_found() == false);
-            let b = s.create(Kind::Active, "b", "layer1", BTreeMap::new()).unwrap();
+            assert!(matches!(
+                s.commit("layer1", "z", 0, 0, BTreeMap::new()),
+                Err(Error::FailedPrecondition(_))
+            ));
+            let b = s
+                .create(Kind::Active, "b", "layer1", BTreeMap::new())
+                .unwrap();
             assert_eq!(b.id, 2);
-            let v = s.create(Kind::View, "v", "layer1", BTreeMap::new()).unwrap();
-            assert!(matches!(s.commit("v", "w", 0, 0, BTreeMap::new()), Err(Error::FailedPrecondition(_))));
+            let v = s
+                .create(Kind::View, "v", "layer1", BTreeMap::new())
+                .unwrap();
+            assert!(matches!(
+                s.commit("v", "w", 0, 0, BTreeMap::new()),
+                Err(Error::FailedPrecondition(_))
+            ));
             assert_eq!(v.id, 3);
-            assert_eq!(s.ancestors("b").unwrap().iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["layer1"]);
-            assert!(matches!(s.remove("layer1"), Err(Error::FailedPrecondition(_))));
+            assert_eq!(
+                s.ancestors("b")
+                    .unwrap()
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+                ["layer1"]
+            );
+            assert!(matches!(
+                s.remove("layer1"),
+                Err(Error::FailedPrecondition(_))
+            ));
             s.remove("v").unwrap();
         }
         // reopen: state survives
@@ -331,13 +407,25 @@ mod tests {
     fn label_updates() {
         let dir = tempfile::tempdir().unwrap();
         let s = MetaStore::open(&dir.path().join("m.redb")).unwrap();
-        s.create(Kind::Active, "a", "", labels(&[("a", "1"), ("b", "2")])).unwrap();
+        s.create(Kind::Active, "a", "", labels(&[("a", "1"), ("b", "2")]))
+            .unwrap();
         let r = s
-            .update_labels("a", LabelUpdate::Keys(labels(&[("a", "9"), ("c", "3")]), vec!["a".into(), "b".into(), "c".into()]))
+            .update_labels(
+                "a",
+                LabelUpdate::Keys(
+                    labels(&[("a", "9"), ("c", "3")]),
+                    vec!["a".into(), "b".into(), "c".into()],
+                ),
+            )
             .unwrap();
         assert_eq!(r.labels, labels(&[("a", "9"), ("c", "3")]));
-        let r = s.update_labels("a", LabelUpdate::ReplaceAll(labels(&[("z", "0")]))).unwrap();
+        let r = s
+            .update_labels("a", LabelUpdate::ReplaceAll(labels(&[("z", "0")])))
+            .unwrap();
         assert_eq!(r.labels, labels(&[("z", "0")]));
-        assert!(s.update_labels("nope", LabelUpdate::ReplaceAll(BTreeMap::new())).unwrap_err().is_not_found());
+        assert!(s
+            .update_labels("nope", LabelUpdate::ReplaceAll(BTreeMap::new()))
+            .unwrap_err()
+            .is_not_found());
     }
 }

@@ -50,15 +50,45 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let bytes_served = Family::<OpLabels, Gauge>::default();
     let layer_fetched = Family::<LayerLabels, Gauge>::default();
     let layer_size = Family::<LayerLabels, Gauge>::default();
-    registry.register("soci_fs_operation_count", "count of file system operations", operation_count.clone());
-    registry.register("soci_fs_bytes_served", "bytes served by file system operations", bytes_served.clone());
-    registry.register("soci_fs_layer_fetched_size_bytes", "bytes fetched per mounted lazy layer", layer_fetched.clone());
-    registry.register("soci_fs_layer_size_bytes", "size of each mounted lazy layer", layer_size.clone());
+    registry.register(
+        "soci_fs_operation_count",
+        "count of file system operations",
+        operation_count.clone(),
+    );
+    registry.register(
+        "soci_fs_bytes_served",
+        "bytes served by file system operations",
+        bytes_served.clone(),
+    );
+    registry.register(
+        "soci_fs_layer_fetched_size_bytes",
+        "bytes fetched per mounted lazy layer",
+        layer_fetched.clone(),
+    );
+    registry.register(
+        "soci_fs_layer_size_bytes",
+        "size of each mounted lazy layer",
+        layer_size.clone(),
+    );
     // Pre-create the global counters at 0, as upstream does.
-    for op in ["fuse_mount_failure_count", "local_mount_failure_count", "background_fetch_work_queue_evicted", "preresolve_queue_drop"] {
-        let _ = operation_count.get_or_create(&OpLabels { layer: String::new(), operation_type: op.into() });
+    for op in [
+        "fuse_mount_failure_count",
+        "local_mount_failure_count",
+        "background_fetch_work_queue_evicted",
+        "preresolve_queue_drop",
+    ] {
+        let _ = operation_count.get_or_create(&OpLabels {
+            layer: String::new(),
+            operation_type: op.into(),
+        });
     }
-    Metrics { registry: Mutex::new(registry), operation_count, bytes_served, layer_fetched, layer_size }
+    Metrics {
+        registry: Mutex::new(registry),
+        operation_count,
+        bytes_served,
+        layer_fetched,
+        layer_size,
+    }
 });
 
 /// Increments a global (`layer=""`) operation counter.
@@ -68,12 +98,24 @@ pub fn inc_global(op: &str) {
 
 /// Increments an operation counter for a layer.
 pub fn inc(op: &str, layer: &str) {
-    METRICS.operation_count.get_or_create(&OpLabels { layer: layer.into(), operation_type: op.into() }).inc();
+    METRICS
+        .operation_count
+        .get_or_create(&OpLabels {
+            layer: layer.into(),
+            operation_type: op.into(),
+        })
+        .inc();
 }
 
 /// Current value of an operation counter (tests).
 pub fn get(op: &str, layer: &str) -> i64 {
-    METRICS.operation_count.get_or_create(&OpLabels { layer: layer.into(), operation_type: op.into() }).get()
+    METRICS
+        .operation_count
+        .get_or_create(&OpLabels {
+            layer: layer.into(),
+            operation_type: op.into(),
+        })
+        .get()
 }
 
 /// Prometheus text exposition.
@@ -130,7 +172,9 @@ mod tests {
         super::inc_global("fuse_mount_failure_count");
         let text = super::encode();
         assert!(
-            text.lines().any(|l| l.starts_with("soci_fs_operation_count{layer=\"\",operation_type=\"fuse_mount_failure_count\"} ")),
+            text.lines().any(|l| l.starts_with(
+                "soci_fs_operation_count{layer=\"\",operation_type=\"fuse_mount_failure_count\"} "
+            )),
             "{text}"
         );
     }

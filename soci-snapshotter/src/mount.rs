@@ -12,7 +12,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -42,7 +45,10 @@ pub fn mounts_under(prefix: &Path) -> Vec<MountEntry> {
             let sep = f.iter().position(|x| *x == "-")?;
             let mp = PathBuf::from(unescape(f.get(4)?));
             let fs_type = f.get(sep + 1)?.to_string();
-            mp.starts_with(prefix).then_some(MountEntry { mount_point: mp, fs_type })
+            mp.starts_with(prefix).then_some(MountEntry {
+                mount_point: mp,
+                fs_type,
+            })
         })
         .collect();
     out.sort_by_key(|m| std::cmp::Reverse(m.mount_point.components().count()));
@@ -70,7 +76,8 @@ pub fn check_overlay_supported(dir: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&base);
     let res = (|| -> Result<()> {
         for d in ["lower", "upper", "work", "merged"] {
-            std::fs::create_dir_all(base.join(d)).map_err(Error::io("failed to create", base.join(d)))?;
+            std::fs::create_dir_all(base.join(d))
+                .map_err(Error::io("failed to create", base.join(d)))?;
         }
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -79,13 +86,24 @@ pub fn check_overlay_supported(dir: &Path) -> Result<()> {
             base.join("work").display()
         );
         let merged = base.join("merged");
-        nix::mount::mount(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-            .map_err(|e| Error::io("failed to mount overlay at", &merged)(std::io::Error::from(e)))?;
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(|e| Error::io("failed to mount overlay at", &merged)(std::io::Error::from(e)))?;
         let _ = nix::mount::umount2(&merged, MntFlags::MNT_DETACH);
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&base);
-    res.map_err(|e| Error::Config(format!("snapshotter is not supported: {}", crate::error::chain(&e))))
+    res.map_err(|e| {
+        Error::Config(format!(
+            "snapshotter is not supported: {}",
+            crate::error::chain(&e)
+        ))
+    })
 }
 
 #[cfg(test)]

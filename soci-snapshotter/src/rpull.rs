@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::snapshots as snapapi;
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, CreateRequest as LeaseCreateRequest, DeleteRequest as LeaseDeleteRequest,
-    Image, InfoRequest, UpdateImageRequest, WriteAction, WriteContentRequest,
+    ApplyRequest, CreateImageRequest, CreateRequest as LeaseCreateRequest,
+    DeleteRequest as LeaseDeleteRequest, Image, InfoRequest, UpdateImageRequest, WriteAction,
+    WriteContentRequest,
 };
 use containerd_client::types::Descriptor as CDescriptor;
 use serde::Deserialize;
@@ -80,7 +81,7 @@ pub enum RpullError {
         context: String,
         /// Cause.
         #[source]
-        source: soci_registry::Error,
+        source: Box<soci_registry::Error>,
     },
     /// A containerd call failed.
     #[error("containerd {call}: {message}")]
@@ -106,12 +107,18 @@ pub enum RpullError {
 type R<T> = Result<T, RpullError>;
 
 fn cerr(call: &'static str) -> impl Fn(tonic::Status) -> RpullError {
-    move |s| RpullError::Containerd { call, message: format!("{}: {}", s.code(), s.message()) }
+    move |s| RpullError::Containerd {
+        call,
+        message: format!("{}: {}", s.code(), s.message()),
+    }
 }
 
 fn rerr(context: impl Into<String>) -> impl FnOnce(soci_registry::Error) -> RpullError {
     let context = context.into();
-    move |source| RpullError::Registry { context, source }
+    move |source| RpullError::Registry {
+        context,
+        source: Box::new(source),
+    }
 }
 
 #[derive(Deserialize)]
@@ -158,7 +165,8 @@ struct RootFs {
 fn is_index(media_type: &str) -> bool {
     matches!(
         media_type,
-        "application/vnd.oci.image.index.v1+json" | "application/vnd.docker.distribution.manifest.list.v2+json"
+        "application/vnd.oci.image.index.v1+json"
+            | "application/vnd.docker.distribution.manifest.list.v2+json"
     )
 }
 
@@ -169,7 +177,15 @@ fn host_platform() -> (String, String, Option<String>) {
         "x86" => "386",
         other => other,
     };
-    ("linux".into(), arch.into(), if arch == "arm64" { Some("v8".into()) } else { None })
+    (
+        "linux".into(),
+        arch.into(),
+        if arch == "arm64" {
+            Some("v8".into())
+        } else {
+            None
+        },
+    )
 }
 
 fn parse_platform(p: &str) -> R<(String, String, Option<String>)> {
@@ -177,7 +193,9 @@ fn parse_platform(p: &str) -> R<(String, String, Option<String>)> {
     match parts.as_slice() {
         [os, arch] => Ok((os.to_string(), arch.to_string(), None)),
         [os, arch, v] => Ok((os.to_string(), arch.to_string(), Some(v.to_string()))),
-        _ => Err(RpullError::Image(format!("invalid platform {p:?}: want os/arch[/variant]"))),
+        _ => Err(RpullError::Image(format!(
+            "invalid platform {p:?}: want os/arch[/variant]"
+        ))),
     }
 }
 
@@ -187,7 +205,10 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     for d in diff_ids {
         let next = match out.last() {
             None => d.clone(),
-            Some(prev) => format!("sha256:{}", hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))),
+            Some(prev) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
+            ),
         };
         out.push(next);
     }
@@ -213,17 +234,29 @@ impl Ctd {
     }
 
     async fn has_content(&self, digest: &str) -> R<bool> {
-        let mut c = containerd_client::services::v1::content_client::ContentClient::new(self.ch.clone());
-        match c.info(self.req(InfoRequest { digest: digest.into() })).await {
+        let mut c =
+            containerd_client::services::v1::content_client::ContentClient::new(self.ch.clone());
+        match c
+            .info(self.req(InfoRequest {
+                digest: digest.into(),
+            }))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(s) if s.code() == Code::NotFound => Ok(false),
             Err(s) => Err(cerr("content.Info")(s)),
         }
     }
 
-    async fn write_content(&self, digest: &str, data: &[u8], labels: HashMap<String, String>) -> R<()> {
+    async fn write_content(
+        &self,
+        digest: &str,
+        data: &[u8],
+        labels: HashMap<String, String>,
+    ) -> R<()> {
         const CHUNK: usize = 1 << 20;
-        let mut c = containerd_client::services::v1::content_client::ContentClient::new(self.ch.clone());
+        let mut c =
+            containerd_client::services::v1::content_client::ContentClient::new(self.ch.clone());
         let wref = format!("soci-rpull-{digest}");
         let total = data.len() as i64;
         let mut msgs = Vec::new();
@@ -272,7 +305,9 @@ impl Ctd {
     async fn put(&self, digest: &str, data: &[u8], labels: HashMap<String, String>) -> R<()> {
         if self.has_content(digest).await? {
             if !labels.is_empty() {
-                let mut c = containerd_client::services::v1::content_client::ContentClient::new(self.ch.clone());
+                let mut c = containerd_client::services::v1::content_client::ContentClient::new(
+                    self.ch.clone(),
+                );
                 let info = containerd_client::services::v1::Info {
                     digest: digest.into(),
                     labels: labels.clone(),
@@ -299,7 +334,11 @@ pub async fn rpull(opts: &RpullOptions) -> R<RpullReport> {
     let reference = Reference::from_str(&opts.reference)
         .map_err(|e| RpullError::Image(format!("invalid reference {:?}: {e}", opts.reference)))?;
     let mut b = Client::builder();
-    b.plain_http(if opts.plain_http { soci_registry::PlainHttp::Always } else { soci_registry::PlainHttp::Loopback });
+    b.plain_http(if opts.plain_http {
+        soci_registry::PlainHttp::Always
+    } else {
+        soci_registry::PlainHttp::Loopback
+    });
     b.auth(match &opts.user {
         Some(u) => soci_registry::Auth::from_user_arg(u),
         None => soci_registry::Auth::docker_config(),
@@ -307,11 +346,14 @@ pub async fn rpull(opts: &RpullOptions) -> R<RpullReport> {
     let client = b.build().map_err(rerr("building client"))?;
 
     // 1. Resolve.
-    let top = client.get_manifest(&reference).await.map_err(rerr(format!("fetching manifest of {}", opts.reference)))?;
+    let top = client
+        .get_manifest(&reference)
+        .await
+        .map_err(rerr(format!("fetching manifest of {}", opts.reference)))?;
     let mut blobs: Vec<(String, Vec<u8>, HashMap<String, String>)> = Vec::new();
     let (manifest_digest, manifest_bytes) = if is_index(&top.media_type) {
-        let idx: IndexDoc =
-            serde_json::from_slice(&top.bytes).map_err(|e| RpullError::Image(format!("decoding image index: {e}")))?;
+        let idx: IndexDoc = serde_json::from_slice(&top.bytes)
+            .map_err(|e| RpullError::Image(format!("decoding image index: {e}")))?;
         let (os, arch, variant) = match &opts.platform {
             Some(p) => parse_platform(p)?,
             None => host_platform(),
@@ -322,33 +364,45 @@ pub async fn rpull(opts: &RpullOptions) -> R<RpullReport> {
             .position(|d| {
                 d.artifact_type.is_none()
                     && d.platform.as_ref().is_some_and(|p| {
-                    p.os == os
-                        && p.architecture == arch
-                        && (variant.is_none() || p.variant.is_none() || p.variant == variant)
-                })
+                        p.os == os
+                            && p.architecture == arch
+                            && (variant.is_none() || p.variant.is_none() || p.variant == variant)
+                    })
             })
-            .ok_or_else(|| RpullError::Image(format!("no manifest for platform {os}/{arch} in {}", opts.reference)))?;
+            .ok_or_else(|| {
+                RpullError::Image(format!(
+                    "no manifest for platform {os}/{arch} in {}",
+                    opts.reference
+                ))
+            })?;
         let d = &idx.manifests[pos];
-        let dg = Digest::from_str(&d.digest).map_err(|e| RpullError::Image(format!("bad digest {}: {e}", d.digest)))?;
-        let m = client.get_manifest(&reference.to_digest(&dg)).await.map_err(rerr("fetching platform manifest"))?;
+        let dg = Digest::from_str(&d.digest)
+            .map_err(|e| RpullError::Image(format!("bad digest {}: {e}", d.digest)))?;
+        let m = client
+            .get_manifest(&reference.to_digest(&dg))
+            .await
+            .map_err(rerr("fetching platform manifest"))?;
         let mut l = HashMap::new();
-        l.insert(format!("containerd.io/gc.ref.content.m.{pos}"), d.digest.clone());
+        l.insert(
+            format!("containerd.io/gc.ref.content.m.{pos}"),
+            d.digest.clone(),
+        );
         blobs.push((top.digest.to_string(), top.bytes.to_vec(), l));
         (d.digest.clone(), m.bytes.to_vec())
     } else {
         (top.digest.to_string(), top.bytes.to_vec())
     };
     report.manifest_digest = manifest_digest.clone();
-    let manifest: ManifestDoc =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| RpullError::Image(format!("decoding manifest: {e}")))?;
-    let cfg_digest =
-        Digest::from_str(&manifest.config.digest).map_err(|e| RpullError::Image(format!("bad config digest: {e}")))?;
+    let manifest: ManifestDoc = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| RpullError::Image(format!("decoding manifest: {e}")))?;
+    let cfg_digest = Digest::from_str(&manifest.config.digest)
+        .map_err(|e| RpullError::Image(format!("bad config digest: {e}")))?;
     let cfg_bytes = client
         .get_blob(&reference, &cfg_digest, Some(manifest.config.size as u64))
         .await
         .map_err(rerr("fetching image config"))?;
-    let config: ConfigDoc =
-        serde_json::from_slice(&cfg_bytes).map_err(|e| RpullError::Image(format!("decoding image config: {e}")))?;
+    let config: ConfigDoc = serde_json::from_slice(&cfg_bytes)
+        .map_err(|e| RpullError::Image(format!("decoding image config: {e}")))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         return Err(RpullError::Image(format!(
             "image config has {} diff ids for {} layers",
@@ -361,23 +415,57 @@ pub async fn rpull(opts: &RpullOptions) -> R<RpullReport> {
     // containerd connection + lease.
     let ch = containerd_client::connect(&opts.containerd_address)
         .await
-        .map_err(|e| RpullError::Connect { address: opts.containerd_address.clone(), message: e.to_string() })?;
-    let mut ctd = Ctd { ch: ch.clone(), ns: opts.namespace.clone(), lease: None };
+        .map_err(|e| RpullError::Connect {
+            address: opts.containerd_address.clone(),
+            message: e.to_string(),
+        })?;
+    let mut ctd = Ctd {
+        ch: ch.clone(),
+        ns: opts.namespace.clone(),
+        lease: None,
+    };
     let lease_id = format!("soci-rpull-{}", std::process::id());
     {
         let mut lc = containerd_client::services::v1::leases_client::LeasesClient::new(ch.clone());
         let mut labels = HashMap::new();
-        labels.insert("containerd.io/gc.expire".to_string(), rfc3339_in(Duration::from_secs(3600)));
-        match lc.create(ctd.req(LeaseCreateRequest { id: lease_id.clone(), labels })).await {
+        labels.insert(
+            "containerd.io/gc.expire".to_string(),
+            rfc3339_in(Duration::from_secs(3600)),
+        );
+        match lc
+            .create(ctd.req(LeaseCreateRequest {
+                id: lease_id.clone(),
+                labels,
+            }))
+            .await
+        {
             Ok(_) => ctd.lease = Some(lease_id.clone()),
             Err(s) if s.code() == Code::AlreadyExists => ctd.lease = Some(lease_id.clone()),
             Err(s) => return Err(cerr("leases.Create")(s)),
         }
     }
-    let result = pull_with(&ctd, &client, &reference, opts, &manifest, &manifest_digest, &manifest_bytes, &cfg_bytes, &chains, blobs, &mut report).await;
+    let result = pull_with(
+        &ctd,
+        &client,
+        &reference,
+        opts,
+        &manifest,
+        &manifest_digest,
+        &manifest_bytes,
+        &cfg_bytes,
+        &chains,
+        blobs,
+        &mut report,
+    )
+    .await;
     {
         let mut lc = containerd_client::services::v1::leases_client::LeasesClient::new(ch.clone());
-        let _ = lc.delete(ctd.req(LeaseDeleteRequest { id: lease_id, sync: false })).await;
+        let _ = lc
+            .delete(ctd.req(LeaseDeleteRequest {
+                id: lease_id,
+                sync: false,
+            }))
+            .await;
     }
     result?;
     let target = CDescriptor {
@@ -417,28 +505,44 @@ async fn pull_with(
     // Content: config (with the snapshot GC ref), manifest (refs to config and layers), index.
     let mut cfg_labels = HashMap::new();
     if let Some(top) = chains.last() {
-        cfg_labels.insert(format!("containerd.io/gc.ref.snapshot.{}", opts.snapshotter), top.clone());
+        cfg_labels.insert(
+            format!("containerd.io/gc.ref.snapshot.{}", opts.snapshotter),
+            top.clone(),
+        );
     }
     let mut man_labels = HashMap::new();
-    man_labels.insert("containerd.io/gc.ref.content.config".to_string(), manifest.config.digest.clone());
+    man_labels.insert(
+        "containerd.io/gc.ref.content.config".to_string(),
+        manifest.config.digest.clone(),
+    );
     for (i, l) in manifest.layers.iter().enumerate() {
-        man_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), l.digest.clone());
+        man_labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            l.digest.clone(),
+        );
     }
-    ctd.put(&manifest.config.digest, cfg_bytes, cfg_labels).await?;
+    ctd.put(&manifest.config.digest, cfg_bytes, cfg_labels)
+        .await?;
     ctd.put(manifest_digest, manifest_bytes, man_labels).await?;
     for (d, data, labels) in blobs.drain(..) {
         ctd.put(&d, &data, labels).await?;
     }
 
     // Layers.
-    let mut snaps = containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient::new(ctd.ch.clone());
+    let mut snaps =
+        containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient::new(
+            ctd.ch.clone(),
+        );
     let mut diff = containerd_client::services::v1::diff_client::DiffClient::new(ctd.ch.clone());
     let all_layers: Vec<&str> = manifest.layers.iter().map(|l| l.digest.as_str()).collect();
     let mut parent = String::new();
     for (i, layer) in manifest.layers.iter().enumerate() {
         let chain = &chains[i];
         let st = snaps
-            .stat(ctd.req(snapapi::StatSnapshotRequest { snapshotter: opts.snapshotter.clone(), key: chain.clone() }))
+            .stat(ctd.req(snapapi::StatSnapshotRequest {
+                snapshotter: opts.snapshotter.clone(),
+                key: chain.clone(),
+            }))
             .await;
         match st {
             Ok(_) => {
@@ -454,12 +558,27 @@ async fn pull_with(
         labels.insert(label::TARGET_SNAPSHOT_REF.to_string(), chain.clone());
         labels.insert(label::CRI_IMAGE_REF.to_string(), opts.reference.clone());
         labels.insert(label::CRI_LAYER_DIGEST.to_string(), layer.digest.clone());
-        labels.insert(label::CRI_MANIFEST_DIGEST.to_string(), manifest_digest.to_string());
-        labels.insert(label::CRI_IMAGE_LAYERS.to_string(), truncate_list(&all_layers[i..]));
+        labels.insert(
+            label::CRI_MANIFEST_DIGEST.to_string(),
+            manifest_digest.to_string(),
+        );
+        labels.insert(
+            label::CRI_IMAGE_LAYERS.to_string(),
+            truncate_list(&all_layers[i..]),
+        );
         labels.insert(label::SOCI_SIZE.to_string(), layer.size.to_string());
-        let sizes: Vec<String> = manifest.layers[i..].iter().map(|l| l.size.to_string()).collect();
-        labels.insert(label::IMAGE_LAYERS_SIZE.to_string(), truncate_list(&sizes.iter().map(String::as_str).collect::<Vec<_>>()));
-        labels.insert(label::SOCI_INDEX_DIGEST.to_string(), opts.soci_index_digest.clone().unwrap_or_default());
+        let sizes: Vec<String> = manifest.layers[i..]
+            .iter()
+            .map(|l| l.size.to_string())
+            .collect();
+        labels.insert(
+            label::IMAGE_LAYERS_SIZE.to_string(),
+            truncate_list(&sizes.iter().map(String::as_str).collect::<Vec<_>>()),
+        );
+        labels.insert(
+            label::SOCI_INDEX_DIGEST.to_string(),
+            opts.soci_index_digest.clone().unwrap_or_default(),
+        );
         // Keep the image-layers/sizes labels consistent in count.
         let n_layers = labels[label::CRI_IMAGE_LAYERS].split(',').count();
         let sz: Vec<&str> = sizes.iter().map(String::as_str).take(n_layers).collect();
@@ -522,7 +641,10 @@ async fn pull_with(
                 .await;
                 if let Err(e) = res {
                     let _ = snaps
-                        .remove(ctd.req(snapapi::RemoveSnapshotRequest { snapshotter: opts.snapshotter.clone(), key }))
+                        .remove(ctd.req(snapapi::RemoveSnapshotRequest {
+                            snapshotter: opts.snapshotter.clone(),
+                            key,
+                        }))
                         .await;
                     return Err(e);
                 }
@@ -539,7 +661,11 @@ async fn pull_with(
 fn truncate_list(items: &[&str]) -> String {
     let mut out = String::new();
     for it in items {
-        let extra = if out.is_empty() { it.len() } else { it.len() + 1 };
+        let extra = if out.is_empty() {
+            it.len()
+        } else {
+            it.len() + 1
+        };
         if out.len() + extra > 4000 {
             break;
         }
@@ -558,15 +684,33 @@ fn rfc3339_in(d: Duration) -> String {
 
 /// Creates or updates the image record `name` → `target`.
 pub(crate) async fn put_image(ch: &Channel, ns: &str, name: &str, target: CDescriptor) -> R<()> {
-    let ctd = Ctd { ch: ch.clone(), ns: ns.to_string(), lease: None };
+    let ctd = Ctd {
+        ch: ch.clone(),
+        ns: ns.to_string(),
+        lease: None,
+    };
     let mut ic = containerd_client::services::v1::images_client::ImagesClient::new(ch.clone());
-    let image = Image { name: name.to_string(), labels: HashMap::new(), target: Some(target), created_at: None, updated_at: None };
-    match ic.create(ctd.req(CreateImageRequest { image: Some(image.clone()), source_date_epoch: None })).await {
+    let image = Image {
+        name: name.to_string(),
+        labels: HashMap::new(),
+        target: Some(target),
+        created_at: None,
+        updated_at: None,
+    };
+    match ic
+        .create(ctd.req(CreateImageRequest {
+            image: Some(image.clone()),
+            source_date_epoch: None,
+        }))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(s) if s.code() == Code::AlreadyExists => {
             ic.update(ctd.req(UpdateImageRequest {
                 image: Some(image),
-                update_mask: Some(prost_types::FieldMask { paths: vec!["target".into()] }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["target".into()],
+                }),
                 source_date_epoch: None,
             }))
             .await
@@ -585,7 +729,13 @@ mod tests {
         let c = super::chain_ids(&d);
         assert_eq!(c[0], "sha256:a");
         use sha2::Digest;
-        assert_eq!(c[1], format!("sha256:{}", hex::encode(sha2::Sha256::digest(b"sha256:a sha256:b"))));
+        assert_eq!(
+            c[1],
+            format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(b"sha256:a sha256:b"))
+            )
+        );
     }
 
     #[test]

@@ -14,7 +14,12 @@ use crate::metastore::Kind;
 use crate::snapshotter::{Info, Snapshotter};
 
 /// Generated server code (see build.rs).
-#[allow(missing_docs, unreachable_pub, clippy::all, missing_debug_implementations)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    missing_debug_implementations
+)]
 pub mod generated {
     tonic::include_proto!("containerd.services.snapshots.v1");
 }
@@ -50,7 +55,11 @@ impl Service {
 }
 
 fn namespace<T>(req: &Request<T>) -> Option<String> {
-    req.metadata().get(NAMESPACE_HEADER).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty()).map(String::from)
+    req.metadata()
+        .get(NAMESPACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(String::from)
 }
 
 /// containerd's metadata layer names backend snapshots `<namespace>/<n>/<key>`; containerd 1.6's
@@ -58,11 +67,15 @@ fn namespace<T>(req: &Request<T>) -> Option<String> {
 fn namespace_from_key(key: &str) -> Option<String> {
     let mut it = key.splitn(3, '/');
     let (ns, n, rest) = (it.next()?, it.next()?, it.next()?);
-    (!ns.is_empty() && !rest.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty()).then(|| ns.to_string())
+    (!ns.is_empty() && !rest.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty())
+        .then(|| ns.to_string())
 }
 
 fn ts(ns: i128) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: (ns.div_euclid(1_000_000_000)) as i64, nanos: (ns.rem_euclid(1_000_000_000)) as i32 }
+    prost_types::Timestamp {
+        seconds: (ns.div_euclid(1_000_000_000)) as i64,
+        nanos: (ns.rem_euclid(1_000_000_000)) as i32,
+    }
 }
 
 fn to_api(i: Info) -> api::Info {
@@ -84,74 +97,119 @@ fn labels(m: std::collections::HashMap<String, String>) -> BTreeMap<String, Stri
     m.into_iter().collect()
 }
 
-type ListStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<api::ListSnapshotsResponse, Status>> + Send>>;
+type ListStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<api::ListSnapshotsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl generated::snapshots_server::Snapshots for Service {
     #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
-    async fn prepare(&self, req: Request<api::PrepareSnapshotRequest>) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
+    async fn prepare(
+        &self,
+        req: Request<api::PrepareSnapshotRequest>,
+    ) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
         let header_ns = namespace(&req);
         let r = req.into_inner();
         let ns = header_ns.or_else(|| namespace_from_key(&r.key));
-        let mounts = self.run(move |s| s.prepare(ns.as_deref(), &r.key, &r.parent, labels(r.labels))).await?;
+        let mounts = self
+            .run(move |s| s.prepare(ns.as_deref(), &r.key, &r.parent, labels(r.labels)))
+            .await?;
         Ok(Response::new(api::PrepareSnapshotResponse { mounts }))
     }
 
     #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
-    async fn view(&self, req: Request<api::ViewSnapshotRequest>) -> Result<Response<api::ViewSnapshotResponse>, Status> {
+    async fn view(
+        &self,
+        req: Request<api::ViewSnapshotRequest>,
+    ) -> Result<Response<api::ViewSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let mounts = self.run(move |s| s.view(&r.key, &r.parent, labels(r.labels))).await?;
+        let mounts = self
+            .run(move |s| s.view(&r.key, &r.parent, labels(r.labels)))
+            .await?;
         Ok(Response::new(api::ViewSnapshotResponse { mounts }))
     }
 
     #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
-    async fn mounts(&self, req: Request<api::MountsRequest>) -> Result<Response<api::MountsResponse>, Status> {
+    async fn mounts(
+        &self,
+        req: Request<api::MountsRequest>,
+    ) -> Result<Response<api::MountsResponse>, Status> {
         let r = req.into_inner();
         let mounts = self.run(move |s| s.mounts(&r.key)).await?;
         Ok(Response::new(api::MountsResponse { mounts }))
     }
 
     #[tracing::instrument(skip_all, fields(key = %req.get_ref().key, name = %req.get_ref().name))]
-    async fn commit(&self, req: Request<api::CommitSnapshotRequest>) -> Result<Response<()>, Status> {
+    async fn commit(
+        &self,
+        req: Request<api::CommitSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
-        self.run(move |s| s.commit(&r.name, &r.key, labels(r.labels))).await?;
+        self.run(move |s| s.commit(&r.name, &r.key, labels(r.labels)))
+            .await?;
         Ok(Response::new(()))
     }
 
     #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
-    async fn remove(&self, req: Request<api::RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
+    async fn remove(
+        &self,
+        req: Request<api::RemoveSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         self.run(move |s| s.remove(&r.key)).await?;
         Ok(Response::new(()))
     }
 
-    async fn stat(&self, req: Request<api::StatSnapshotRequest>) -> Result<Response<api::StatSnapshotResponse>, Status> {
+    async fn stat(
+        &self,
+        req: Request<api::StatSnapshotRequest>,
+    ) -> Result<Response<api::StatSnapshotResponse>, Status> {
         let r = req.into_inner();
         let info = self.run(move |s| s.stat(&r.key)).await?;
-        Ok(Response::new(api::StatSnapshotResponse { info: Some(to_api(info)) }))
+        Ok(Response::new(api::StatSnapshotResponse {
+            info: Some(to_api(info)),
+        }))
     }
 
-    async fn update(&self, req: Request<api::UpdateSnapshotRequest>) -> Result<Response<api::UpdateSnapshotResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<api::UpdateSnapshotRequest>,
+    ) -> Result<Response<api::UpdateSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let info = r.info.ok_or_else(|| Status::invalid_argument("info is required"))?;
+        let info = r
+            .info
+            .ok_or_else(|| Status::invalid_argument("info is required"))?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
-        let out = self.run(move |s| s.update(&info.name, labels(info.labels), &paths)).await?;
-        Ok(Response::new(api::UpdateSnapshotResponse { info: Some(to_api(out)) }))
+        let out = self
+            .run(move |s| s.update(&info.name, labels(info.labels), &paths))
+            .await?;
+        Ok(Response::new(api::UpdateSnapshotResponse {
+            info: Some(to_api(out)),
+        }))
     }
 
     type ListStream = ListStream;
 
-    async fn list(&self, req: Request<api::ListSnapshotsRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<api::ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let r = req.into_inner();
         let infos = self.run(move |s| s.list(&r.filters)).await?;
         let batches: Vec<Result<api::ListSnapshotsResponse, Status>> = infos
             .chunks(100)
-            .map(|c| Ok(api::ListSnapshotsResponse { info: c.iter().cloned().map(to_api).collect() }))
+            .map(|c| {
+                Ok(api::ListSnapshotsResponse {
+                    info: c.iter().cloned().map(to_api).collect(),
+                })
+            })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
 
-    async fn usage(&self, req: Request<api::UsageRequest>) -> Result<Response<api::UsageResponse>, Status> {
+    async fn usage(
+        &self,
+        req: Request<api::UsageRequest>,
+    ) -> Result<Response<api::UsageResponse>, Status> {
         let r = req.into_inner();
         let (size, inodes) = self.run(move |s| s.usage(&r.key)).await?;
         Ok(Response::new(api::UsageResponse { size, inodes }))
@@ -167,7 +225,10 @@ impl generated::snapshots_server::Snapshots for Service {
 mod tests {
     #[test]
     fn namespace_from_containerd_key() {
-        assert_eq!(super::namespace_from_key("default/12/extract-1 sha256:x").as_deref(), Some("default"));
+        assert_eq!(
+            super::namespace_from_key("default/12/extract-1 sha256:x").as_deref(),
+            Some("default")
+        );
         assert_eq!(super::namespace_from_key("plainkey"), None);
         assert_eq!(super::namespace_from_key("a/b/c"), None);
     }

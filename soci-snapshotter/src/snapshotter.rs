@@ -88,12 +88,21 @@ pub struct Snapshotter {
 
 impl Snapshotter {
     /// Opens the snapshotter at `root` (`<daemon root>/snapshotter`).
-    pub fn open(root: &Path, remote: Option<Arc<dyn RemoteLayers>>, opts: Options) -> Result<Snapshotter> {
+    pub fn open(
+        root: &Path,
+        remote: Option<Arc<dyn RemoteLayers>>,
+        opts: Options,
+    ) -> Result<Snapshotter> {
         let snaps = root.join("snapshots");
         std::fs::create_dir_all(&snaps).map_err(Error::io("failed to create", &snaps))?;
         let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700));
         let store = MetaStore::open(&root.join("metadata.redb"))?;
-        Ok(Snapshotter { root: root.to_path_buf(), store, remote, opts })
+        Ok(Snapshotter {
+            root: root.to_path_buf(),
+            store,
+            remote,
+            opts,
+        })
     }
 
     /// The metadata store (read access for the gRPC adapter and tests).
@@ -110,11 +119,21 @@ impl Snapshotter {
         self.dir(id).join("fs")
     }
 
-    fn create(&self, kind: Kind, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Record> {
-        let tmp = self.root.join("snapshots").join(format!("new-{}", unique()));
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Record> {
+        let tmp = self
+            .root
+            .join("snapshots")
+            .join(format!("new-{}", unique()));
         let fs = tmp.join("fs");
         std::fs::create_dir_all(&fs).map_err(Error::io("failed to create", &fs))?;
-        std::fs::set_permissions(&fs, std::fs::Permissions::from_mode(0o755)).map_err(Error::io("failed to chmod", &fs))?;
+        std::fs::set_permissions(&fs, std::fs::Permissions::from_mode(0o755))
+            .map_err(Error::io("failed to chmod", &fs))?;
         if kind == Kind::Active {
             let work = tmp.join("work");
             std::fs::create_dir(&work).map_err(Error::io("failed to create", &work))?;
@@ -160,7 +179,9 @@ impl Snapshotter {
             }
         }
         if target.is_some() && namespace.is_none() {
-            return Err(Error::FailedPrecondition("context has no namespace attached".into()));
+            return Err(Error::FailedPrecondition(
+                "context has no namespace attached".into(),
+            ));
         }
         let rec = self.create(Kind::Active, key, parent, labels.clone())?;
         let Some(target) = target else {
@@ -171,7 +192,10 @@ impl Snapshotter {
             return self.mounts_of(key, &rec);
         };
         let fs = self.fs_dir(rec.id);
-        let layer_digest = labels.get(label::CRI_LAYER_DIGEST).cloned().unwrap_or_default();
+        let layer_digest = labels
+            .get(label::CRI_LAYER_DIGEST)
+            .cloned()
+            .unwrap_or_default();
         let mut defer = false;
         let skip_remote = self.opts.min_layer_size > 0
             && labels
@@ -179,9 +203,16 @@ impl Snapshotter {
                 .and_then(|s| s.parse::<i64>().ok())
                 .is_some_and(|s| s < self.opts.min_layer_size);
         if skip_remote {
-            info!(key, "layer size less than runtime min_layer_size, skipping remote snapshot preparation");
+            info!(
+                key,
+                "layer size less than runtime min_layer_size, skipping remote snapshot preparation"
+            );
         } else {
-            info!(key, "preparing filesystem mount at mountpoint={}", fs.display());
+            info!(
+                key,
+                "preparing filesystem mount at mountpoint={}",
+                fs.display()
+            );
             match remote.mount(&fs, &labels) {
                 Ok(()) => {
                     let mut l = labels.clone();
@@ -189,7 +220,11 @@ impl Snapshotter {
                     l.insert(label::HAS_SOCI_INDEX_DIGEST.into(), "true".into());
                     return match self.store.commit(key, &target, 0, 0, l) {
                         Ok(_) => {
-                            info!(key, "remote-snapshot-prepared" = "true", "remote snapshot successfully prepared.");
+                            info!(
+                                key,
+                                "remote-snapshot-prepared" = "true",
+                                "remote snapshot successfully prepared."
+                            );
                             Err(Error::already_exists(format!("target snapshot {target:?}")))
                         }
                         Err(e) if e.is_already_exists() => {
@@ -215,11 +250,19 @@ impl Snapshotter {
         }
         let mounts = self.mounts_of(key, &rec)?;
         if defer {
-            warn!(key, "defer-snapshot-runtime" = "true", "no valid SOCI index found; deferring to container runtime");
+            warn!(
+                key,
+                "defer-snapshot-runtime" = "true",
+                "no valid SOCI index found; deferring to container runtime"
+            );
             return Ok(mounts);
         }
         info!(key, layerDigest = %layer_digest, "preparing snapshot as local snapshot");
-        info!(key, "preparing local filesystem at mountpoint={}", fs.display());
+        info!(
+            key,
+            "preparing local filesystem at mountpoint={}",
+            fs.display()
+        );
         match remote.unpack_local(&fs, &labels) {
             Ok(()) => {
                 let mut l = labels.clone();
@@ -227,10 +270,16 @@ impl Snapshotter {
                 let (size, inodes) = disk_usage(&fs);
                 match self.store.commit(key, &target, size, inodes, l) {
                     Ok(_) => {
-                        info!(key, "local-snapshot-prepared" = "true", "local snapshot successfully prepared");
+                        info!(
+                            key,
+                            "local-snapshot-prepared" = "true",
+                            "local snapshot successfully prepared"
+                        );
                         Err(Error::already_exists(format!("target snapshot {target:?}")))
                     }
-                    Err(e) if e.is_already_exists() => Err(Error::already_exists(format!("target snapshot {target:?}"))),
+                    Err(e) if e.is_already_exists() => {
+                        Err(Error::already_exists(format!("target snapshot {target:?}")))
+                    }
                     Err(e) => {
                         warn!(key, error = %crate::error::chain(&e), "failed to internally commit local snapshot");
                         Err(e)
@@ -248,7 +297,12 @@ impl Snapshotter {
     }
 
     /// `View`.
-    pub fn view(&self, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Vec<Mount>> {
+    pub fn view(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>> {
         let rec = self.create(Kind::View, key, parent, labels)?;
         self.mounts_of(key, &rec)
     }
@@ -266,11 +320,15 @@ impl Snapshotter {
                 debug!("mount-point" = %mp.display(), "checking mount point");
                 let res = match &self.remote {
                     Some(remote) => remote.check(&mp, &r.labels),
-                    None => Err(RemoteError::Unavailable("remote layers are not enabled".into())),
+                    None => Err(RemoteError::Unavailable(
+                        "remote layers are not enabled".into(),
+                    )),
                 };
                 if let Err(e) = res {
                     warn!("mount-point" = %mp.display(), error = %e, "layer is unavailable");
-                    return Err(Error::Unavailable { id: r.id.to_string() });
+                    return Err(Error::Unavailable {
+                        id: r.id.to_string(),
+                    });
                 }
             } else {
                 debug!("mount-point" = %mp.display(), "layer is normal snapshot(overlayfs)");
@@ -280,7 +338,11 @@ impl Snapshotter {
     }
 
     fn mounts_of(&self, key: &str, rec: &Record) -> Result<Vec<Mount>> {
-        let ancestors = if rec.parent.is_empty() { Vec::new() } else { self.store.ancestors(key)? };
+        let ancestors = if rec.parent.is_empty() {
+            Vec::new()
+        } else {
+            self.store.ancestors(key)?
+        };
         if !ancestors.is_empty() {
             debug!(key, "checking layer availability");
             self.check_availability(&ancestors)?;
@@ -309,15 +371,26 @@ impl Snapshotter {
         }
         let mut options = Vec::new();
         if rec.kind == Kind::Active {
-            options.push(format!("workdir={}", self.dir(rec.id).join("work").display()));
+            options.push(format!(
+                "workdir={}",
+                self.dir(rec.id).join("work").display()
+            ));
             options.push(format!("upperdir={}", self.fs_dir(rec.id).display()));
         }
-        let lower: Vec<String> = ancestors.iter().map(|(_, r)| s(self.fs_dir(r.id))).collect();
+        let lower: Vec<String> = ancestors
+            .iter()
+            .map(|(_, r)| s(self.fs_dir(r.id)))
+            .collect();
         options.push(format!("lowerdir={}", lower.join(":")));
         if self.opts.userxattr {
             options.push("userxattr".into());
         }
-        vec![Mount { r#type: "overlay".into(), source: "overlay".into(), target: String::new(), options }]
+        vec![Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options,
+        }]
     }
 
     /// `Commit`: scans the disk usage of `fs` and commits.
@@ -351,7 +424,11 @@ impl Snapshotter {
             let _ = crate::mount::force_unmount(&fs);
         }
         let trash = self.root.join("snapshots").join(format!("rm-{id}"));
-        let target = if std::fs::rename(&dir, &trash).is_ok() { trash } else { dir };
+        let target = if std::fs::rename(&dir, &trash).is_ok() {
+            trash
+        } else {
+            dir
+        };
         if let Err(e) = std::fs::remove_dir_all(&target) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 warn!(path = %target.display(), error = %e, "failed to remove snapshot directory");
@@ -361,11 +438,19 @@ impl Snapshotter {
 
     /// `Stat`.
     pub fn stat(&self, key: &str) -> Result<Info> {
-        Ok(Info { name: key.to_string(), record: self.store.get(key)? })
+        Ok(Info {
+            name: key.to_string(),
+            record: self.store.get(key)?,
+        })
     }
 
     /// `Update` (labels only). `fieldpaths` empty ⇒ replace all labels.
-    pub fn update(&self, key: &str, labels: BTreeMap<String, String>, fieldpaths: &[String]) -> Result<Info> {
+    pub fn update(
+        &self,
+        key: &str,
+        labels: BTreeMap<String, String>,
+        fieldpaths: &[String],
+    ) -> Result<Info> {
         let update = if fieldpaths.is_empty() {
             LabelUpdate::ReplaceAll(labels)
         } else {
@@ -377,7 +462,9 @@ impl Snapshotter {
                 } else if let Some(k) = p.strip_prefix("labels.") {
                     keys.push(k.to_string());
                 } else {
-                    return Err(Error::InvalidArgument(format!("cannot update {p:?} field on snapshot {key:?}")));
+                    return Err(Error::InvalidArgument(format!(
+                        "cannot update {p:?} field on snapshot {key:?}"
+                    )));
                 }
             }
             if replace {
@@ -386,7 +473,10 @@ impl Snapshotter {
                 LabelUpdate::Keys(labels, keys)
             }
         };
-        Ok(Info { name: key.to_string(), record: self.store.update_labels(key, update)? })
+        Ok(Info {
+            name: key.to_string(),
+            record: self.store.update_labels(key, update)?,
+        })
     }
 
     /// `Usage`: active ⇒ scan `fs`; committed ⇒ stored value.
@@ -401,7 +491,10 @@ impl Snapshotter {
 
     /// `List` (`Walk`) with containerd filters.
     pub fn list(&self, filters: &[String]) -> Result<Vec<Info>> {
-        let parsed = filters.iter().map(|f| crate::filters::Filter::parse(f)).collect::<Result<Vec<_>>>()?;
+        let parsed = filters
+            .iter()
+            .map(|f| crate::filters::Filter::parse(f))
+            .collect::<Result<Vec<_>>>()?;
         Ok(self
             .store
             .list()?
@@ -446,7 +539,9 @@ impl Snapshotter {
                 warn!(mountpoint = %m.mount_point.display(), error = %crate::error::chain(&e), "failed to unmount stale mount");
             }
         }
-        let Some(remote) = &self.remote else { return Ok(()) };
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
         for (name, rec) in self.store.list()? {
             if !rec.labels.contains_key(label::REMOTE) {
                 continue;
@@ -481,15 +576,27 @@ impl Snapshotter {
 fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}-{}-{}", std::process::id(), t, N.fetch_add(1, Ordering::Relaxed))
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        t,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn clear_dir(dir: &Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
-            let _ = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            let _ = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
 }
@@ -500,7 +607,9 @@ pub fn disk_usage(dir: &Path) -> (i64, i64) {
     let mut size = 0i64;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if !seen.insert((md.dev(), md.ino())) {
             continue;
         }
@@ -543,7 +652,10 @@ mod tests {
         let m = s.prepare(None, "c", "l2", BTreeMap::new()).unwrap();
         assert_eq!(m[0].r#type, "overlay");
         let o = &m[0].options;
-        assert!(o[0].starts_with("workdir=") && o[0].ends_with("/4/work"), "{o:?}");
+        assert!(
+            o[0].starts_with("workdir=") && o[0].ends_with("/4/work"),
+            "{o:?}"
+        );
         assert!(o[1].starts_with("upperdir=") && o[1].ends_with("/4/fs"));
         assert!(o[2].contains("/3/fs:") && o[2].ends_with("/1/fs"), "{o:?}");
         let v = s.view("v2", "l2", BTreeMap::new()).unwrap();
@@ -570,16 +682,40 @@ mod tests {
     fn list_filters_and_update() {
         let (_d, s) = snap();
         let mut l = BTreeMap::new();
-        l.insert(label::TARGET_SNAPSHOT_REF.to_string(), "sha256:c".to_string());
+        l.insert(
+            label::TARGET_SNAPSHOT_REF.to_string(),
+            "sha256:c".to_string(),
+        );
         // No namespace and no remote: a layer prepare with snapshot.ref must still fail without namespace.
-        assert!(matches!(s.prepare(None, "x", "", l.clone()), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            s.prepare(None, "x", "", l.clone()),
+            Err(Error::FailedPrecondition(_))
+        ));
         s.prepare(Some("default"), "y", "", l.clone()).unwrap();
         s.commit("sha256:c", "y", l).unwrap();
-        let r = s.list(&[r#"labels."containerd.io/snapshot.ref"==sha256:c,parent=="""#.into()]).unwrap();
-        assert_eq!(r.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["sha256:c"]);
-        assert!(s.list(&["kind==active".into()]).unwrap().iter().all(|i| i.record.kind == Kind::Active));
-        let i = s.update("sha256:c", [("a".to_string(), "b".to_string())].into(), &["labels.a".into()]).unwrap();
+        let r = s
+            .list(&[r#"labels."containerd.io/snapshot.ref"==sha256:c,parent=="""#.into()])
+            .unwrap();
+        assert_eq!(
+            r.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            ["sha256:c"]
+        );
+        assert!(s
+            .list(&["kind==active".into()])
+            .unwrap()
+            .iter()
+            .all(|i| i.record.kind == Kind::Active));
+        let i = s
+            .update(
+                "sha256:c",
+                [("a".to_string(), "b".to_string())].into(),
+                &["labels.a".into()],
+            )
+            .unwrap();
         assert_eq!(i.record.labels.get("a").map(String::as_str), Some("b"));
-        assert!(matches!(s.update("sha256:c", BTreeMap::new(), &["name".into()]), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            s.update("sha256:c", BTreeMap::new(), &["name".into()]),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

@@ -21,7 +21,9 @@ pub enum RemoteError {
         layer: String,
     },
     /// No usable SOCI index for the image ⇒ defer the whole image to the container runtime.
-    #[error("unable to fetch SOCI artifacts for image {image:?}: no valid SOCI index found: {cause}")]
+    #[error(
+        "unable to fetch SOCI artifacts for image {image:?}: no valid SOCI index found: {cause}"
+    )]
     NoIndex {
         /// Image reference.
         image: String,
@@ -56,20 +58,35 @@ pub enum RemoteError {
 
 impl RemoteError {
     pub(crate) fn other(context: &'static str, cause: impl std::fmt::Display) -> RemoteError {
-        RemoteError::Other { context, cause: cause.to_string() }
+        RemoteError::Other {
+            context,
+            cause: cause.to_string(),
+        }
     }
 }
 
 /// Lazy-layer operations used by the snapshotter.
 pub trait RemoteLayers: Send + Sync + std::fmt::Debug {
     /// Mounts the layer described by `labels` lazily (FUSE) at `mountpoint`.
-    fn mount(&self, mountpoint: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError>;
+    fn mount(
+        &self,
+        mountpoint: &Path,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RemoteError>;
     /// Checks that the lazy layer at `mountpoint` is usable.
-    fn check(&self, mountpoint: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError>;
+    fn check(
+        &self,
+        mountpoint: &Path,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RemoteError>;
     /// Unmounts a lazy layer.
     fn unmount(&self, mountpoint: &Path) -> Result<(), RemoteError>;
     /// Downloads the layer and unpacks it into `dir` (local snapshot, spec §5.14).
-    fn unpack_local(&self, dir: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError>;
+    fn unpack_local(
+        &self,
+        dir: &Path,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RemoteError>;
     /// Mount points currently served.
     fn mounted(&self) -> Vec<PathBuf>;
 }
@@ -77,7 +94,10 @@ pub trait RemoteLayers: Send + Sync + std::fmt::Debug {
 /// Builds the remote-layer implementation for the daemon (`None` ⇒ every layer is unpacked by
 /// containerd).
 /// Must be called inside the tokio runtime.
-pub fn build(cfg: &crate::config::Config, root: &Path) -> crate::error::Result<Option<std::sync::Arc<dyn RemoteLayers>>> {
+pub fn build(
+    cfg: &crate::config::Config,
+    root: &Path,
+) -> crate::error::Result<Option<std::sync::Arc<dyn RemoteLayers>>> {
     let s = soci::Soci::new(root, soci::SociOptions::from_config(cfg))?;
     Ok(Some(std::sync::Arc::new(s)))
 }

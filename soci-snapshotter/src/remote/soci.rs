@@ -49,7 +49,11 @@ impl SociOptions {
             soci_v1: c.pull_modes.soci_v1.enable,
             soci_v2: c.pull_modes.soci_v2.enable,
             disable_verification: c.disable_verification,
-            fuse_timeouts: (c.fuse.attr_timeout as u64, c.fuse.entry_timeout as u64, c.fuse.negative_timeout as u64),
+            fuse_timeouts: (
+                c.fuse.attr_timeout as u64,
+                c.fuse.entry_timeout as u64,
+                c.fuse.negative_timeout as u64,
+            ),
             max_span_verification_retries: c.blob.max_span_verification_retries.max(0) as u32,
             background_fetch_disable: c.background_fetch.disable,
             max_retries: c.http.max_retries.max(0) as u32,
@@ -80,7 +84,10 @@ pub struct Soci {
 
 impl std::fmt::Debug for Soci {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Soci").field("root", &self.root).field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("Soci")
+            .field("root", &self.root)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,12 +100,14 @@ impl Soci {
     /// runtime (it captures the handle).
     pub fn new(root: &Path, opts: SociOptions) -> Result<Soci, RemoteError> {
         for d in ["content/blobs/sha256", "soci/spancache", "unpack"] {
-            std::fs::create_dir_all(root.join(d)).map_err(|e| RemoteError::other("creating state dirs", e))?;
+            std::fs::create_dir_all(root.join(d))
+                .map_err(|e| RemoteError::other("creating state dirs", e))?;
         }
         // The scratch space of unpacks is wiped at startup (spec §5.2).
         if let Ok(rd) = std::fs::read_dir(root.join("unpack")) {
             for e in rd.flatten() {
-                let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+                let _ =
+                    std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
             }
         }
         let fetcher = if opts.background_fetch_disable {
@@ -106,7 +115,9 @@ impl Soci {
             None
         } else {
             info!("constructing background fetcher");
-            Some(soci_fs::BackgroundFetcher::new(soci_fs::BackgroundFetchOptions::default()))
+            Some(soci_fs::BackgroundFetcher::new(
+                soci_fs::BackgroundFetchOptions::default(),
+            ))
         };
         Ok(Soci {
             rt: tokio::runtime::Handle::current(),
@@ -130,20 +141,26 @@ impl Soci {
         b.auth(soci_registry::Auth::docker_config());
         b.max_retries(self.opts.max_retries);
         b.user_agent(format!("soci-snapshotter/{}", env!("CARGO_PKG_VERSION")));
-        let c = b.build().map_err(|e| RemoteError::other("building registry client", chain(&e)))?;
+        let c = b
+            .build()
+            .map_err(|e| RemoteError::other("building registry client", chain(&e)))?;
         m.insert(reference.registry().to_string(), c.clone());
         Ok(c)
     }
 
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
-        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| self.root.join("content/blobs/sha256").join(hex))
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| self.root.join("content/blobs/sha256").join(hex))
     }
 
     fn local_get(&self, digest: &str) -> Option<Vec<u8>> {
         let p = self.blob_path(digest)?;
         let data = std::fs::read(p).ok()?;
-        Digest::sha256_of(&data).to_string().eq(digest).then_some(data)
+        Digest::sha256_of(&data)
+            .to_string()
+            .eq(digest)
+            .then_some(data)
     }
 
     fn local_put(&self, digest: &str, data: &[u8]) {
@@ -156,28 +173,57 @@ impl Soci {
     }
 
     /// Discovery (§4.7) and fetch (§4.8), once per manifest digest for the daemon's lifetime.
-    fn artifacts(&self, image: &str, manifest: &str, labels: &BTreeMap<String, String>) -> Result<Arc<ImageArtifacts>, RemoteError> {
+    fn artifacts(
+        &self,
+        image: &str,
+        manifest: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Arc<ImageArtifacts>, RemoteError> {
         let cell = {
             let mut m = self.images.lock().unwrap_or_else(|e| e.into_inner());
             m.entry(manifest.to_string()).or_default().clone()
         };
         let res = cell.get_or_init(|| self.discover_and_fetch(image, manifest, labels));
-        res.clone().map_err(|cause| RemoteError::NoIndex { image: image.to_string(), cause })
+        res.clone().map_err(|cause| RemoteError::NoIndex {
+            image: image.to_string(),
+            cause,
+        })
     }
 
-    fn discover_and_fetch(&self, image: &str, manifest: &str, labels: &BTreeMap<String, String>) -> Result<Arc<ImageArtifacts>, String> {
-        let reference = Reference::from_str(image).map_err(|e| format!("invalid image reference {image:?}: {e}"))?;
+    fn discover_and_fetch(
+        &self,
+        image: &str,
+        manifest: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Arc<ImageArtifacts>, String> {
+        let reference = Reference::from_str(image)
+            .map_err(|e| format!("invalid image reference {image:?}: {e}"))?;
         let client = self.client(&reference).map_err(|e| e.to_string())?;
-        let manifest_digest = Digest::from_str(manifest).map_err(|e| format!("invalid manifest digest {manifest:?}: {e}"))?;
-        let index_digest = self.rt.block_on(self.discover(&client, &reference, &manifest_digest, labels))?;
+        let manifest_digest = Digest::from_str(manifest)
+            .map_err(|e| format!("invalid manifest digest {manifest:?}: {e}"))?;
+        let index_digest =
+            self.rt
+                .block_on(self.discover(&client, &reference, &manifest_digest, labels))?;
         info!(digest = %index_digest, "fetching SOCI artifacts using index descriptor");
-        self.rt.block_on(self.fetch(&client, &reference, &index_digest)).map(Arc::new)
+        self.rt
+            .block_on(self.fetch(&client, &reference, &index_digest))
+            .map(Arc::new)
     }
 
-    async fn discover(&self, client: &Client, reference: &Reference, manifest: &Digest, labels: &BTreeMap<String, String>) -> Result<Digest, String> {
-        if let Some(d) = labels.get(label::SOCI_INDEX_DIGEST).filter(|s| !s.is_empty()) {
+    async fn discover(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        manifest: &Digest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Digest, String> {
+        if let Some(d) = labels
+            .get(label::SOCI_INDEX_DIGEST)
+            .filter(|s| !s.is_empty())
+        {
             debug!(digest = %d, "using provided soci index digest");
-            return Digest::from_str(d).map_err(|e| format!("invalid soci index digest {d:?}: {e}"));
+            return Digest::from_str(d)
+                .map_err(|e| format!("invalid soci index digest {d:?}: {e}"));
         }
         debug!("index digest not provided");
         if !self.opts.soci_v1 && !self.opts.soci_v2 {
@@ -189,10 +235,19 @@ impl Soci {
                 .get_manifest(&reference.to_digest(manifest))
                 .await
                 .map_err(|e| format!("failed to fetch image manifest: {}", chain(&e)))?;
-            let v: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(|e| format!("failed to decode image manifest: {e}"))?;
-            if let Some(d) = v.pointer(&format!("/annotations/{}", V2_INDEX_ANNOTATION.replace('~', "~0").replace('/', "~1"))).and_then(|x| x.as_str()).filter(|s| !s.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(&m.bytes)
+                .map_err(|e| format!("failed to decode image manifest: {e}"))?;
+            if let Some(d) = v
+                .pointer(&format!(
+                    "/annotations/{}",
+                    V2_INDEX_ANNOTATION.replace('~', "~0").replace('/', "~1")
+                ))
+                .and_then(|x| x.as_str())
+                .filter(|s| !s.is_empty())
+            {
                 debug!(digest = d, "using soci v2 index annotation");
-                return Digest::from_str(d).map_err(|e| format!("invalid soci v2 index annotation {d:?}: {e}"));
+                return Digest::from_str(d)
+                    .map_err(|e| format!("invalid soci v2 index annotation {d:?}: {e}"));
             }
             debug!("soci v2 index annotation not found");
         } else {
@@ -215,7 +270,12 @@ impl Soci {
         Err("no soci index found".into())
     }
 
-    async fn fetch(&self, client: &Client, reference: &Reference, index_digest: &Digest) -> Result<ImageArtifacts, String> {
+    async fn fetch(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        index_digest: &Digest,
+    ) -> Result<ImageArtifacts, String> {
         info!(digest = %index_digest, "fetching SOCI index from remote registry");
         let bytes = match self.local_get(index_digest.as_str()) {
             Some(b) => b,
@@ -223,12 +283,15 @@ impl Soci {
                 let m = client
                     .get_manifest(&reference.to_digest(index_digest))
                     .await
-                    .map_err(|e| format!("cannot fetch soci index {index_digest}: {}", chain(&e)))?;
+                    .map_err(|e| {
+                        format!("cannot fetch soci index {index_digest}: {}", chain(&e))
+                    })?;
                 self.local_put(index_digest.as_str(), &m.bytes);
                 m.bytes.to_vec()
             }
         };
-        let index = soci_index::Index::from_json(&bytes).map_err(|e| format!("cannot parse soci index {index_digest}: {}", chain(&e)))?;
+        let index = soci_index::Index::from_json(&bytes)
+            .map_err(|e| format!("cannot parse soci index {index_digest}: {}", chain(&e)))?;
         let mut ztocs = HashMap::new();
         let mut futs = Vec::new();
         for d in index.blobs() {
@@ -236,11 +299,15 @@ impl Soci {
             if self.local_get(&digest).is_some() {
                 continue;
             }
-            let dg = Digest::from_str(&digest).map_err(|e| format!("invalid blob digest {digest}: {e}"))?;
+            let dg = Digest::from_str(&digest)
+                .map_err(|e| format!("invalid blob digest {digest}: {e}"))?;
             let size = d.size;
             futs.push(async move {
                 info!(digest = %dg, "fetching artifact from remote");
-                let b = client.get_blob(reference, &dg, Some(size)).await.map_err(|e| format!("cannot fetch artifact {dg}: {}", chain(&e)))?;
+                let b = client
+                    .get_blob(reference, &dg, Some(size))
+                    .await
+                    .map_err(|e| format!("cannot fetch artifact {dg}: {}", chain(&e)))?;
                 Ok::<(String, bytes::Bytes), String>((dg.to_string(), b))
             });
         }
@@ -253,7 +320,14 @@ impl Soci {
         }
         for d in index.ztocs() {
             if let Some(layer) = d.annotations.get("com.amazon.soci.image-layer-digest") {
-                ztocs.insert(layer.clone(), (d.digest.as_str().to_string(), d.size, soci_index::disables_xattrs(d)));
+                ztocs.insert(
+                    layer.clone(),
+                    (
+                        d.digest.as_str().to_string(),
+                        d.size,
+                        soci_index::disables_xattrs(d),
+                    ),
+                );
             }
         }
         Ok(ImageArtifacts { ztocs })
@@ -273,37 +347,82 @@ impl BlobSource for RegistryBlob {
         // Called from FUSE or blocking-pool threads only (never a runtime worker).
         let len = range.end.saturating_sub(range.start);
         self.rt
-            .block_on(self.client.read_range(&self.reference, &self.digest, range.start, len))
+            .block_on(
+                self.client
+                    .read_range(&self.reference, &self.digest, range.start, len),
+            )
             .map(|b| b.to_vec())
             .map_err(|e| SourceError::Remote(Box::new(e)))
     }
 }
 
-fn required<'a>(labels: &'a BTreeMap<String, String>, key: &str, msg: &'static str) -> Result<&'a str, RemoteError> {
-    labels.get(key).map(String::as_str).filter(|s| !s.is_empty()).ok_or(RemoteError::MissingLabel(msg))
+fn required<'a>(
+    labels: &'a BTreeMap<String, String>,
+    key: &str,
+    msg: &'static str,
+) -> Result<&'a str, RemoteError> {
+    labels
+        .get(key)
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(RemoteError::MissingLabel(msg))
 }
 
 impl RemoteLayers for Soci {
-    fn mount(&self, mountpoint: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError> {
-        let image = required(labels, label::CRI_IMAGE_REF, "unable to get image ref from labels")?;
-        let manifest = required(labels, label::CRI_MANIFEST_DIGEST, "unable to get image digest from labels")?;
+    fn mount(
+        &self,
+        mountpoint: &Path,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RemoteError> {
+        let image = required(
+            labels,
+            label::CRI_IMAGE_REF,
+            "unable to get image ref from labels",
+        )?;
+        let manifest = required(
+            labels,
+            label::CRI_MANIFEST_DIGEST,
+            "unable to get image digest from labels",
+        )?;
         let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
         let arts = self.artifacts(image, manifest, labels)?;
         let Some((ztoc_digest, _, disable_xattrs)) = arts.ztocs.get(layer).cloned() else {
-            info!(layerDigest = layer, image, "skipping mounting layer as FUSE mount: no ztoc for layer");
-            return Err(RemoteError::NoZtoc { layer: layer.to_string() });
+            info!(
+                layerDigest = layer,
+                image, "skipping mounting layer as FUSE mount: no ztoc for layer"
+            );
+            return Err(RemoteError::NoZtoc {
+                layer: layer.to_string(),
+            });
         };
-        let resolve = |cause: String| RemoteError::Resolve { layer: layer.to_string(), image: image.to_string(), cause };
-        let ztoc_bytes = self.local_get(&ztoc_digest).ok_or_else(|| resolve(format!("ztoc {ztoc_digest} not in the local store")))?;
+        let resolve = |cause: String| RemoteError::Resolve {
+            layer: layer.to_string(),
+            image: image.to_string(),
+            cause,
+        };
+        let ztoc_bytes = self
+            .local_get(&ztoc_digest)
+            .ok_or_else(|| resolve(format!("ztoc {ztoc_digest} not in the local store")))?;
         let ztoc = soci_ztoc::Ztoc::from_bytes(&ztoc_bytes).map_err(|e| resolve(chain(&e)))?;
         let reference = Reference::from_str(image).map_err(|e| resolve(e.to_string()))?;
         let client = self.client(&reference)?;
         let digest = Digest::from_str(layer).map_err(|e| resolve(e.to_string()))?;
-        let source: Arc<dyn BlobSource> = Arc::new(RegistryBlob { rt: self.rt.clone(), client, reference, digest });
+        let source: Arc<dyn BlobSource> = Arc::new(RegistryBlob {
+            rt: self.rt.clone(),
+            client,
+            reference,
+            digest,
+        });
         let mut sopts = soci_fs::SpanOptions::default();
         sopts.max_span_verification_retries = self.opts.max_span_verification_retries;
-        let spans = soci_fs::SpanManager::new(&ztoc, source, &self.root.join("soci/spancache"), sopts, self.metrics.clone())
-            .map_err(|e| resolve(chain(&e)))?;
+        let spans = soci_fs::SpanManager::new(
+            &ztoc,
+            source,
+            &self.root.join("soci/spancache"),
+            sopts,
+            self.metrics.clone(),
+        )
+        .map_err(|e| resolve(chain(&e)))?;
         let tree = soci_fs::Tree::from_ztoc(&ztoc).map_err(|e| resolve(chain(&e)))?;
         let mut fopts = soci_fs::FsOptions::default();
         let (a, e, n) = self.opts.fuse_timeouts;
@@ -319,46 +438,87 @@ impl RemoteLayers for Soci {
         if let Some(f) = &self.fetcher {
             f.add_layer(&spans);
         }
-        self.mounts.lock().unwrap_or_else(|e| e.into_inner()).insert(mountpoint.to_path_buf(), handle);
+        self.mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(mountpoint.to_path_buf(), handle);
         Ok(())
     }
 
-    fn check(&self, mountpoint: &Path, _labels: &BTreeMap<String, String>) -> Result<(), RemoteError> {
-        if self.mounts.lock().unwrap_or_else(|e| e.into_inner()).contains_key(mountpoint) {
+    fn check(
+        &self,
+        mountpoint: &Path,
+        _labels: &BTreeMap<String, String>,
+    ) -> Result<(), RemoteError> {
+        if self
+            .mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(mountpoint)
+        {
             Ok(())
         } else {
-            Err(RemoteError::Unavailable(format!("layer at {} is not mounted", mountpoint.display())))
+            Err(RemoteError::Unavailable(format!(
+                "layer at {} is not mounted",
+                mountpoint.display()
+            )))
         }
     }
 
     fn unmount(&self, mountpoint: &Path) -> Result<(), RemoteError> {
-        let h = self.mounts.lock().unwrap_or_else(|e| e.into_inner()).remove(mountpoint);
+        let h = self
+            .mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(mountpoint);
         match h {
-            Some(h) => h.unmount().map_err(|e| RemoteError::other("unmounting layer", chain(&e))),
+            Some(h) => h
+                .unmount()
+                .map_err(|e| RemoteError::other("unmounting layer", chain(&e))),
             None => Ok(()),
         }
     }
 
-    fn unpack_local(&self, dir: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError> {
-        let image = required(labels, label::CRI_IMAGE_REF, "unable to get image ref from labels")?;
+    fn unpack_local(
+        &self,
+        dir: &Path,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RemoteError> {
+        let image = required(
+            labels,
+            label::CRI_IMAGE_REF,
+            "unable to get image ref from labels",
+        )?;
         let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
-        let reference = Reference::from_str(image).map_err(|e| RemoteError::other("parsing image ref", e))?;
+        let reference =
+            Reference::from_str(image).map_err(|e| RemoteError::other("parsing image ref", e))?;
         let client = self.client(&reference)?;
-        let digest = Digest::from_str(layer).map_err(|e| RemoteError::other("parsing layer digest", e))?;
-        let size = labels.get(label::SOCI_SIZE).and_then(|s| s.parse::<u64>().ok());
+        let digest =
+            Digest::from_str(layer).map_err(|e| RemoteError::other("parsing layer digest", e))?;
+        let size = labels
+            .get(label::SOCI_SIZE)
+            .and_then(|s| s.parse::<u64>().ok());
         // Download into the snapshotter's content store (digest-verified), then apply.
         let blob = match self.blob_path(layer) {
             Some(p) if p.exists() => p,
             _ => {
-                let scratch = self.root.join("unpack").join(format!("{}-{}", std::process::id(), digest.encoded()));
+                let scratch = self.root.join("unpack").join(format!(
+                    "{}-{}",
+                    std::process::id(),
+                    digest.encoded()
+                ));
                 let res = self.rt.block_on(async {
-                    let mut f = tokio::fs::File::create(&scratch).await.map_err(|e| RemoteError::other("creating scratch file", e))?;
+                    let mut f = tokio::fs::File::create(&scratch)
+                        .await
+                        .map_err(|e| RemoteError::other("creating scratch file", e))?;
                     client
                         .copy_blob(&reference, &digest, size, &mut f)
                         .await
                         .map_err(|e| RemoteError::other("downloading layer", chain(&e)))?;
                     use tokio::io::AsyncWriteExt;
-                    f.flush().await.map_err(|e| RemoteError::other("writing layer", e))?;
+                    f.flush()
+                        .await
+                        .map_err(|e| RemoteError::other("writing layer", e))?;
                     Ok::<(), RemoteError>(())
                 });
                 if let Err(e) = res {
@@ -367,21 +527,30 @@ impl RemoteLayers for Soci {
                 }
                 match self.blob_path(layer) {
                     Some(p) => {
-                        std::fs::rename(&scratch, &p).map_err(|e| RemoteError::other("storing layer blob", e))?;
+                        std::fs::rename(&scratch, &p)
+                            .map_err(|e| RemoteError::other("storing layer blob", e))?;
                         p
                     }
                     None => scratch,
                 }
             }
         };
-        let media = labels.get("containerd.io/snapshot/cri.layer-media-type").cloned().unwrap_or_default();
+        let media = labels
+            .get("containerd.io/snapshot/cri.layer-media-type")
+            .cloned()
+            .unwrap_or_default();
         let n = super::unpack::apply_blob(&blob, &media, dir)?;
         debug!(layer, entries = n, "applied layer locally");
         Ok(())
     }
 
     fn mounted(&self) -> Vec<PathBuf> {
-        self.mounts.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+        self.mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 }
 

@@ -34,23 +34,38 @@ pub fn apply_tar(reader: impl Read, dir: &Path) -> Result<u64, RemoteError> {
     ar.set_preserve_ownerships(true);
     ar.set_overwrite(true);
     let mut n = 0u64;
-    for entry in ar.entries().map_err(|e| RemoteError::other("reading layer tar", e))? {
+    for entry in ar
+        .entries()
+        .map_err(|e| RemoteError::other("reading layer tar", e))?
+    {
         let mut entry = entry.map_err(|e| RemoteError::other("reading layer tar", e))?;
-        let raw = entry.path().map_err(|e| RemoteError::other("reading layer tar", e))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(|e| RemoteError::other("reading layer tar", e))?
+            .into_owned();
         let rel = clean(&raw)?;
-        let name = rel.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = rel
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(target) = name.strip_prefix(".wh.") {
             let parent = dir.join(rel.parent().unwrap_or(Path::new("")));
             ensure_inside(dir, &parent)?;
-            std::fs::create_dir_all(&parent).map_err(|e| RemoteError::other("creating whiteout parent", e))?;
+            std::fs::create_dir_all(&parent)
+                .map_err(|e| RemoteError::other("creating whiteout parent", e))?;
             if target == ".wh..opq" {
                 xattr::set(&parent, "trusted.overlay.opaque", b"y")
                     .map_err(|e| RemoteError::other("setting opaque xattr", e))?;
             } else {
                 let p = parent.join(target);
                 let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
-                nix::sys::stat::mknod(&p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
-                    .map_err(|e| RemoteError::other("creating whiteout", e))?;
+                nix::sys::stat::mknod(
+                    &p,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::empty(),
+                    0,
+                )
+                .map_err(|e| RemoteError::other("creating whiteout", e))?;
             }
             n += 1;
             continue;
@@ -58,7 +73,12 @@ pub fn apply_tar(reader: impl Read, dir: &Path) -> Result<u64, RemoteError> {
         if rel.as_os_str().is_empty() {
             continue; // the root itself
         }
-        entry.unpack_in(dir).map_err(|e| RemoteError::other("unpacking layer entry", format!("{}: {}", raw.display(), crate::error::chain(&e))))?;
+        entry.unpack_in(dir).map_err(|e| {
+            RemoteError::other(
+                "unpacking layer entry",
+                format!("{}: {}", raw.display(), crate::error::chain(&e)),
+            )
+        })?;
         n += 1;
     }
     Ok(n)
@@ -72,7 +92,10 @@ fn ensure_inside(root: &Path, p: &Path) -> Result<(), RemoteError> {
             cur.push(c);
             if let Ok(md) = std::fs::symlink_metadata(&cur) {
                 if md.file_type().is_symlink() {
-                    return Err(RemoteError::other("unsafe whiteout path through symlink", cur.display()));
+                    return Err(RemoteError::other(
+                        "unsafe whiteout path through symlink",
+                        cur.display(),
+                    ));
                 }
             }
         }
@@ -88,11 +111,16 @@ pub fn apply_blob(path: &Path, media_type: &str, dir: &Path) -> Result<u64, Remo
     let mut r = std::io::BufReader::new(f);
     let magic = {
         use std::io::BufRead;
-        r.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b])).unwrap_or(false)
+        r.fill_buf()
+            .map(|b| b.starts_with(&[0x1f, 0x8b]))
+            .unwrap_or(false)
     };
     let gzip = media_type.ends_with("gzip") || (!media_type.ends_with(".tar") && magic);
     if media_type.contains("zstd") {
-        return Err(RemoteError::other("unpacking layer", format!("unsupported media type {media_type}")));
+        return Err(RemoteError::other(
+            "unpacking layer",
+            format!("unsupported media type {media_type}"),
+        ));
     }
     if gzip {
         apply_tar(flate2::read::MultiGzDecoder::new(r), dir)
@@ -140,9 +168,16 @@ mod tests {
             return;
         }
         let d = tempfile::tempdir().unwrap();
-        apply_tar(&tar_with(&[("dir/.wh.gone", b""), ("dir/.wh..wh..opq", b"")])[..], d.path()).unwrap();
+        apply_tar(
+            &tar_with(&[("dir/.wh.gone", b""), ("dir/.wh..wh..opq", b"")])[..],
+            d.path(),
+        )
+        .unwrap();
         use std::os::unix::fs::FileTypeExt;
-        assert!(std::fs::symlink_metadata(d.path().join("dir/gone")).unwrap().file_type().is_char_device());
+        assert!(std::fs::symlink_metadata(d.path().join("dir/gone"))
+            .unwrap()
+            .file_type()
+            .is_char_device());
         assert!(!d.path().join("dir/.wh..wh..opq").exists());
     }
 }
