@@ -277,10 +277,24 @@ impl<R: Read> GzipIndexer<R> {
             self.out_len = WINDOW_SIZE;
         }
         self.refill()?;
+        // Only a block boundary reached at totout == 0 or more than `span_size` bytes after the
+        // last checkpoint becomes a checkpoint (SPEC §2.2). Until then, inflate without
+        // stopping at every block (Z_BLOCK costs a return, and zlib's window copy, per block),
+        // but never past `last + span_size`: the checkpoints are exactly those of Z_BLOCK
+        // throughout. (A boundary at exactly `last + span_size` does not qualify.)
+        let since = self.totout - self.last;
+        let mut out_end = self.out.len();
+        let flush = if self.totout == 0 || since >= self.span_size {
+            Flush::Block
+        } else {
+            let room = usize::try_from(self.span_size - since).unwrap_or(usize::MAX);
+            out_end = out_end.min(self.out_len.saturating_add(room));
+            Flush::None
+        };
         let input = &self.inbuf[self.in_pos..self.in_len];
         let (status, used, produced) = self
             .inf
-            .inflate(input, &mut self.out[self.out_len..], Flush::Block)
+            .inflate(input, &mut self.out[self.out_len..out_end], flush)
             .map_err(|e| Error::Gzip {
                 offset: self.totin,
                 reason: e.describe(),

@@ -232,6 +232,20 @@ proptest! {
         for c in &cps {
             prop_assert!(c.window == window_before(&tar, c.output), "window at {}", c.output);
         }
+        // §2.2 placement: the checkpoints are the greedy choice over every block boundary
+        // (span 0 stops at all of them), whatever the builder does between checkpoints.
+        let all = parse_blob(&build(&layer, 0).unwrap().compression.checkpoints).1;
+        let mut want = vec![&all[0]];
+        for c in &all[1..] {
+            if c.output - want.last().unwrap().output > span {
+                want.push(c);
+            }
+        }
+        let key = |c: &RawCheckpoint| (c.input, c.output, c.bits);
+        prop_assert_eq!(
+            cps.iter().map(key).collect::<Vec<_>>(),
+            want.into_iter().map(key).collect::<Vec<_>>()
+        );
         // Span digests are the sha256 of the §2.3 ranges.
         let ranges = span_ranges(&cps, layer.len() as u64, tar_size);
         for (i, (c, _)) in ranges.iter().enumerate() {
