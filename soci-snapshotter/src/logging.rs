@@ -122,19 +122,49 @@ where
     }
 }
 
-/// Span fields are formatted by the default formatter as `a=1 b="x"`; turn the simple cases into
-/// JSON members (values kept as strings).
+/// Span fields are formatted by the default formatter as `a=1 b="x y"` (quoted when recorded with
+/// `?`); turn them into JSON members (values kept as strings).
 fn json_fields(s: &str) -> String {
+    let b = s.as_bytes();
     let mut out = Vec::new();
-    for part in s.split(' ') {
-        if let Some((k, v)) = part.split_once('=') {
-            let v = v.trim_matches('"');
-            out.push(format!(
-                "{}:{}",
-                serde_json::Value::String(k.into()),
-                serde_json::Value::String(v.into())
-            ));
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
         }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b' ' {
+            i += 1;
+        }
+        if i >= b.len() || b[i] != b'=' {
+            continue;
+        }
+        let key = &s[ks..i];
+        i += 1;
+        let val = if i < b.len() && b[i] == b'"' {
+            let vs = i;
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i = (i + 1).min(b.len());
+            serde_json::from_str::<String>(&s[vs..i])
+                .unwrap_or_else(|_| s[vs..i].trim_matches('"').to_string())
+        } else {
+            let vs = i;
+            while i < b.len() && b[i] != b' ' {
+                i += 1;
+            }
+            s[vs..i].to_string()
+        };
+        out.push(format!(
+            "{}:{}",
+            serde_json::Value::String(key.into()),
+            serde_json::Value::String(val)
+        ));
     }
     out.join(",")
 }
@@ -180,6 +210,14 @@ pub fn init(level: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn span_fields_with_spaces() {
+        let j = super::json_fields(r#"key="default/1/extract-1 sha256:abc" n=3"#);
+        let v: serde_json::Value = serde_json::from_str(&format!("{{{j}}}")).unwrap();
+        assert_eq!(v["key"], "default/1/extract-1 sha256:abc");
+        assert_eq!(v["n"], "3");
+    }
+
     #[test]
     fn time_is_fixed_width() {
         let t = super::now_rfc3339();

@@ -102,7 +102,7 @@ type ListStream =
 
 #[tonic::async_trait]
 impl generated::snapshots_server::Snapshots for Service {
-    #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
+    #[tracing::instrument(skip_all, fields(key = ?req.get_ref().key))]
     async fn prepare(
         &self,
         req: Request<api::PrepareSnapshotRequest>,
@@ -116,7 +116,7 @@ impl generated::snapshots_server::Snapshots for Service {
         Ok(Response::new(api::PrepareSnapshotResponse { mounts }))
     }
 
-    #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
+    #[tracing::instrument(skip_all, fields(key = ?req.get_ref().key))]
     async fn view(
         &self,
         req: Request<api::ViewSnapshotRequest>,
@@ -128,7 +128,7 @@ impl generated::snapshots_server::Snapshots for Service {
         Ok(Response::new(api::ViewSnapshotResponse { mounts }))
     }
 
-    #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
+    #[tracing::instrument(skip_all, fields(key = ?req.get_ref().key))]
     async fn mounts(
         &self,
         req: Request<api::MountsRequest>,
@@ -138,7 +138,7 @@ impl generated::snapshots_server::Snapshots for Service {
         Ok(Response::new(api::MountsResponse { mounts }))
     }
 
-    #[tracing::instrument(skip_all, fields(key = %req.get_ref().key, name = %req.get_ref().name))]
+    #[tracing::instrument(skip_all, fields(key = ?req.get_ref().key, name = ?req.get_ref().name))]
     async fn commit(
         &self,
         req: Request<api::CommitSnapshotRequest>,
@@ -149,7 +149,7 @@ impl generated::snapshots_server::Snapshots for Service {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
+    #[tracing::instrument(skip_all, fields(key = ?req.get_ref().key))]
     async fn remove(
         &self,
         req: Request<api::RemoveSnapshotRequest>,

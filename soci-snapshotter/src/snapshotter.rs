@@ -314,10 +314,10 @@ impl Snapshotter {
     }
 
     fn check_availability(&self, ancestors: &[(String, Record)]) -> Result<()> {
-        for (_, r) in ancestors {
+        for (key, r) in ancestors {
             let mp = self.fs_dir(r.id);
             if r.labels.contains_key(label::REMOTE) {
-                debug!("mount-point" = %mp.display(), "checking mount point");
+                debug!(key = %key, "mount-point" = %mp.display(), "checking mount point");
                 let res = match &self.remote {
                     Some(remote) => remote.check(&mp, &r.labels),
                     None => Err(RemoteError::Unavailable(
@@ -325,13 +325,13 @@ impl Snapshotter {
                     )),
                 };
                 if let Err(e) = res {
-                    warn!("mount-point" = %mp.display(), error = %e, "layer is unavailable");
+                    warn!(key = %key, "mount-point" = %mp.display(), error = %e, "layer is unavailable");
                     return Err(Error::Unavailable {
                         id: r.id.to_string(),
                     });
                 }
             } else {
-                debug!("mount-point" = %mp.display(), "layer is normal snapshot(overlayfs)");
+                debug!(key = %key, "mount-point" = %mp.display(), "layer is normal snapshot(overlayfs)");
             }
         }
         Ok(())
