@@ -536,74 +536,143 @@ impl<R: Read> Read for SpanHasher<R> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The tar walk.
+// The tar walk. The format records what Go's `archive/tar` reports (SPEC §3), so the header
+// blocks are parsed here with its semantics rather than with the `tar` crate, which splits PAX
+// records at newlines (binary xattr values may contain 0x0a) and differs on GNU long names.
 
-struct Counter<R> {
-    inner: R,
-    pos: u64,
+/// Largest PAX or GNU long name/link payload accepted, as in Go's reader.
+const MAX_SPECIAL_DATA: u64 = 1 << 20;
+
+fn malformed(what: &'static str) -> Error {
+    Error::Tar(io::Error::other(what))
 }
 
-impl<R: Read> Read for Counter<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-fn tar_error(e: io::Error, pos: u64) -> Error {
+/// An error from the layer reader: a typed error raised inside the gzip indexer, or i/o.
+fn read_error(e: io::Error) -> Error {
     if e.get_ref().is_some_and(|i| i.is::<Error>()) {
         return unwrap_indexer_error(e);
     }
-    let msg = e.to_string();
-    if e.kind() == io::ErrorKind::UnexpectedEof
-        || msg.contains("failed to read entire block")
-        || msg.contains("unexpected EOF")
-    {
-        return Error::TruncatedTar { offset: pos };
+    Error::Io {
+        context: "reading layer",
+        source: e,
     }
-    Error::Tar(e)
+}
+
+/// The uncompressed tar stream with its read position.
+struct TarStream<'r, R> {
+    r: &'r mut R,
+    pos: u64,
+}
+
+impl<R: Read> TarStream<'_, R> {
+    /// Reads up to `buf.len()` bytes; fewer only at the end of the stream.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let n = read_full(self.r, buf).map_err(read_error)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    /// The next 512-byte block, or `None` at a clean end of the stream.
+    fn block(&mut self) -> Result<Option<[u8; BLOCK as usize]>> {
+        let mut b = [0u8; BLOCK as usize];
+        match self.fill(&mut b)? {
+            0 => Ok(None),
+            n if n == b.len() => Ok(Some(b)),
+            _ => Err(Error::TruncatedTar { offset: self.pos }),
+        }
+    }
+
+    /// Discards `n` content bytes, which must all be there.
+    fn discard(&mut self, n: u64) -> Result<()> {
+        let got = io::copy(&mut (&mut *self.r).take(n), &mut io::sink()).map_err(read_error)?;
+        self.pos += got;
+        if got < n {
+            return Err(Error::TruncatedTar { offset: self.pos });
+        }
+        Ok(())
+    }
+
+    /// Discards the padding after `n` data bytes. False if the stream ends inside it: Go's
+    /// reader reports that as the end of the archive, not as an error.
+    fn padding(&mut self, n: u64) -> Result<bool> {
+        let pad = (BLOCK - n % BLOCK) % BLOCK;
+        let mut b = [0u8; BLOCK as usize];
+        Ok(self.fill(&mut b[..pad as usize])? == pad as usize)
+    }
+
+    /// The data of a PAX or GNU long name/link header.
+    fn special(&mut self, size: i64) -> Result<(Vec<u8>, bool)> {
+        let size = u64::try_from(size).map_err(|_| malformed("negative size in tar header"))?;
+        if size > MAX_SPECIAL_DATA {
+            return Err(malformed("PAX or GNU long name header larger than 1 MiB"));
+        }
+        let mut data = vec![0; size as usize];
+        if self.fill(&mut data)? < data.len() {
+            return Err(Error::TruncatedTar { offset: self.pos });
+        }
+        let more = self.padding(size)?;
+        Ok((data, more))
+    }
+}
+
+/// What PAX `x` and GNU `L`/`K` headers say about the next entry.
+#[derive(Default)]
+struct Pending {
+    pax: BTreeMap<Vec<u8>, Vec<u8>>,
+    long_name: Vec<u8>,
+    long_link: Vec<u8>,
 }
 
 /// Walks the tar, returning its TOC and the uncompressed bytes consumed through the
 /// end-of-archive marker (SPEC §3.2).
 fn walk_tar<R: Read>(r: &mut R) -> Result<(Vec<FileMetadata>, u64)> {
-    let mut counter = Counter { inner: r, pos: 0 };
+    let mut s = TarStream { r, pos: 0 };
     let mut toc = Vec::new();
-    let mut expected_next = 0u64;
-    {
-        let mut archive = tar::Archive::new(&mut counter);
-        let entries = archive.entries().map_err(Error::Tar)?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| tar_error(e, 0))?;
-            let meta = entry_metadata(&mut entry)?;
-            expected_next =
-                meta.uncompressed_offset.0 + meta.uncompressed_size.div_ceil(BLOCK) * BLOCK;
-            toc.push(meta);
+    let mut pending = Pending::default();
+    while let Some(block) = s.block()? {
+        if block.iter().all(|b| *b == 0) {
+            // End of archive: a second zero block, or the end of the stream.
+            match s.block()? {
+                Some(b) if b.iter().any(|x| *x != 0) => {
+                    return Err(malformed("zero block followed by a header"))
+                }
+                _ => break,
+            }
         }
-    }
-    // The tar crate stops after the first zero block; Go's reader (whose offsets the format
-    // records) also consumes a second one when present.
-    let mut pos = counter.pos;
-    if pos == expected_next + BLOCK {
-        let mut block = [0u8; BLOCK as usize];
-        let n = read_full(&mut counter, &mut block).map_err(|e| tar_error(e, pos))?;
-        match n {
-            0 => {}
-            512 if block.iter().all(|b| *b == 0) => pos += BLOCK,
-            512 => {
-                return Err(Error::Tar(io::Error::other(
-                    "zero block followed by a header",
-                )))
+        let hdr = Header::parse(&block)?;
+        let more = match hdr.flag {
+            b'x' => {
+                let (data, more) = s.special(hdr.size)?;
+                pending.pax = parse_pax(&data)?;
+                more
+            }
+            b'L' | b'K' => {
+                let (data, more) = s.special(hdr.size)?;
+                let value = c_string(&data).to_vec();
+                if hdr.flag == b'L' {
+                    pending.long_name = value;
+                } else {
+                    pending.long_link = value;
+                }
+                more
             }
             _ => {
-                return Err(Error::TruncatedTar {
-                    offset: pos + n as u64,
-                })
+                let meta = entry_metadata(&hdr, std::mem::take(&mut pending), s.pos)?;
+                let content = if meta.kind == EntryType::Regular {
+                    meta.uncompressed_size
+                } else {
+                    0
+                };
+                toc.push(meta);
+                s.discard(content)?;
+                s.padding(content)?
             }
+        };
+        if !more {
+            break;
         }
     }
-    Ok((toc, pos))
+    Ok((toc, s.pos))
 }
 
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
@@ -619,30 +688,159 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-fn non_empty(v: Option<&Vec<u8>>) -> Option<&[u8]> {
-    v.map(Vec::as_slice).filter(|v| !v.is_empty())
+/// A NUL-terminated header string: everything before the first NUL.
+fn c_string(b: &[u8]) -> &[u8] {
+    b.iter().position(|c| *c == 0).map_or(b, |n| &b[..n])
 }
 
-fn entry_metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMetadata> {
-    let mut pax = BTreeMap::new();
-    if let Some(exts) = entry.pax_extensions().map_err(Error::Tar)? {
-        for ext in exts {
-            let ext = ext.map_err(Error::Tar)?;
-            pax.insert(ext.key_bytes().to_vec(), ext.value_bytes().to_vec());
+/// The fields of one 512-byte header block, decoded per its format.
+struct Header {
+    flag: u8,
+    /// Name with the USTAR prefix applied.
+    name: Vec<u8>,
+    linkname: Vec<u8>,
+    mode: i64,
+    uid: i64,
+    gid: i64,
+    size: i64,
+    mtime: i64,
+    uname: Vec<u8>,
+    gname: Vec<u8>,
+    devmajor: i64,
+    devminor: i64,
+}
+
+impl Header {
+    fn parse(raw: &[u8; BLOCK as usize]) -> Result<Self> {
+        // The checksum counts the checksum field as spaces; old writers summed signed bytes.
+        let stored =
+            octal(&raw[148..156]).ok_or_else(|| malformed("invalid tar header checksum"))?;
+        let (mut unsigned, mut signed) = (0i64, 0i64);
+        for (i, &c) in raw.iter().enumerate() {
+            let c = if (148..156).contains(&i) { b' ' } else { c };
+            unsigned += i64::from(c);
+            signed += i64::from(c as i8);
         }
+        if stored != unsigned && stored != signed {
+            return Err(malformed("tar header checksum mismatch"));
+        }
+        // Format by magic, as Go's reader: "ustar\0" (any version) is USTAR/PAX, or star with
+        // its trailer; "ustar " + " \0" is GNU; anything else V7, which has no user/group
+        // names, device numbers or prefix.
+        let magic = &raw[257..263];
+        let prefix = if magic == b"ustar\0" {
+            if &raw[508..512] == b"tar\0" {
+                Some(&raw[345..476])
+            } else {
+                Some(&raw[345..500])
+            }
+        } else {
+            None
+        };
+        let v7 = prefix.is_none() && !(magic == b"ustar " && &raw[263..265] == b" \0");
+        let mut name = Vec::new();
+        if let Some(p) = prefix.map(c_string).filter(|p| !p.is_empty()) {
+            name.extend_from_slice(p);
+            name.push(b'/');
+        }
+        name.extend_from_slice(c_string(&raw[0..100]));
+        let text = |r: std::ops::Range<usize>| {
+            if v7 {
+                Vec::new()
+            } else {
+                c_string(&raw[r]).to_vec()
+            }
+        };
+        let number = |r: std::ops::Range<usize>, what| {
+            if v7 {
+                Ok(0)
+            } else {
+                numeric(raw, r, what)
+            }
+        };
+        Ok(Self {
+            flag: raw[156],
+            name,
+            linkname: c_string(&raw[157..257]).to_vec(),
+            mode: numeric(raw, 100..108, "mode")?,
+            uid: numeric(raw, 108..116, "uid")?,
+            gid: numeric(raw, 116..124, "gid")?,
+            size: numeric(raw, 124..136, "size")?,
+            mtime: numeric(raw, 136..148, "mtime")?,
+            uname: text(265..297),
+            gname: text(297..329),
+            devmajor: number(329..337, "devmajor")?,
+            devminor: number(337..345, "devminor")?,
+        })
     }
-    let hdr = entry.header();
-    let raw = hdr.as_bytes();
-    let flag = raw[156];
-    let name = match non_empty(pax.get(b"path".as_slice())) {
-        Some(p) => p.to_vec(),
-        None => entry.path_bytes().into_owned(),
+}
+
+/// Parses PAX extended header data: records `"<len> <key>=<value>\n"` where `len` counts the
+/// whole record. Values are length-delimited and may hold any byte, newlines included.
+fn parse_pax(mut data: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let bad = || malformed("malformed PAX record");
+    let mut records = BTreeMap::new();
+    while !data.is_empty() {
+        let sp = data.iter().position(|c| *c == b' ').ok_or_else(bad)?;
+        let digits = &data[..sp];
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        let len: usize = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(bad)?;
+        if len <= sp + 1 || len > data.len() {
+            return Err(bad());
+        }
+        let (record, rest) = data.split_at(len);
+        let body = record[sp + 1..].strip_suffix(b"\n").ok_or_else(bad)?;
+        let eq = body.iter().position(|c| *c == b'=').ok_or_else(bad)?;
+        let (key, value) = (&body[..eq], &body[eq + 1..]);
+        let textual = matches!(key, b"path" | b"linkpath" | b"uname" | b"gname");
+        if key.is_empty() || key.contains(&0) || (textual && value.contains(&0)) {
+            return Err(bad());
+        }
+        // A repeated key: the last record wins.
+        records.insert(key.to_vec(), value.to_vec());
+        data = rest;
+    }
+    Ok(records)
+}
+
+fn entry_metadata(hdr: &Header, pending: Pending, offset: u64) -> Result<FileMetadata> {
+    let pax = pending.pax;
+    // PAX records override header fields unless empty; GNU long names/links override both.
+    let get = |key: &[u8]| pax.get(key).map(Vec::as_slice).filter(|v| !v.is_empty());
+    let pax_int = |key: &[u8], what: &'static str| -> Result<Option<i64>> {
+        get(key)
+            .map(|v| {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .ok_or_else(|| malformed(what))
+            })
+            .transpose()
     };
+    let pax_time = |key: &[u8]| -> Result<Option<(i64, u32)>> {
+        get(key)
+            .map(|v| crate::time::parse_pax_time(v).ok_or_else(|| malformed("invalid PAX time")))
+            .transpose()
+    };
+    let pick = |long: &[u8], key: &[u8], header: &[u8]| {
+        if !long.is_empty() {
+            long.to_vec()
+        } else {
+            get(key).unwrap_or(header).to_vec()
+        }
+    };
+    let name = pick(&pending.long_name, b"path", &hdr.name);
+    let linkname = pick(&pending.long_link, b"linkpath", &hdr.linkname);
     let lossy = || String::from_utf8_lossy(&name).into_owned();
     if pax.keys().any(|k| k.starts_with(b"GNU.sparse.")) {
         return Err(Error::SparseEntry { name: lossy() });
     }
-    let kind = match flag {
+    let kind = match hdr.flag {
         b'0' => EntryType::Regular,
         0 if name.ends_with(b"/") => EntryType::Dir,
         0 => EntryType::Regular,
@@ -654,7 +852,14 @@ fn entry_metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMetadata
         b'6' => EntryType::Fifo,
         other => return Err(Error::UnsupportedEntry(other)),
     };
-    let size = entry.size();
+    let uid = pax_int(b"uid", "invalid PAX uid")?.unwrap_or(hdr.uid);
+    let gid = pax_int(b"gid", "invalid PAX gid")?.unwrap_or(hdr.gid);
+    let size = pax_int(b"size", "invalid PAX size")?.unwrap_or(hdr.size);
+    let size = u64::try_from(size).map_err(|_| malformed("negative size in tar header"))?;
+    let (secs, nanos) = pax_time(b"mtime")?.unwrap_or((hdr.mtime, 0));
+    // Validated like Go's reader, though the zTOC does not record them.
+    pax_time(b"atime")?;
+    pax_time(b"ctime")?;
     if kind != EntryType::Regular && size != 0 {
         return Err(Error::HeaderOnlyWithSize {
             name: lossy(),
@@ -662,65 +867,31 @@ fn entry_metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMetadata
             size,
         });
     }
-    let linkname = match non_empty(pax.get(b"linkpath".as_slice())) {
-        Some(l) => l.to_vec(),
-        None => entry
-            .link_name_bytes()
-            .map(|l| l.into_owned())
-            .unwrap_or_default(),
-    };
-    let uname = match non_empty(pax.get(b"uname".as_slice())) {
-        Some(u) => u.to_vec(),
-        None => hdr.username_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
-    };
-    let gname = match non_empty(pax.get(b"gname".as_slice())) {
-        Some(g) => g.to_vec(),
-        None => hdr
-            .groupname_bytes()
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default(),
-    };
-    let (secs, nanos) = match pax
-        .get(b"mtime".as_slice())
-        .and_then(|v| crate::time::parse_pax_time(v))
-    {
-        Some(t) => t,
-        None => (numeric(raw, 136..148, "mtime")?, 0),
-    };
-    let (devmajor, devminor) = (
-        numeric(raw, 329..337, "devmajor")?,
-        numeric(raw, 337..345, "devminor")?,
-    );
-    // PAX uid/gid override the header fields.
-    let pax_id = |key: &[u8]| {
-        pax.get(key)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.parse::<i64>().ok())
-    };
-    let uid = match pax_id(b"uid") {
-        Some(v) => v,
-        None => numeric(raw, 108..116, "uid")?,
-    };
-    let gid = match pax_id(b"gid") {
-        Some(v) => v,
-        None => numeric(raw, 116..124, "gid")?,
-    };
     Ok(FileMetadata {
-        name,
         kind,
-        uncompressed_offset: UncompressedOffset(entry.raw_file_position()),
+        uncompressed_offset: UncompressedOffset(offset),
         uncompressed_size: size,
         linkname,
-        mode: numeric(raw, 100..108, "mode")?,
+        mode: hdr.mode,
         uid: uid as u32,
         gid: gid as u32,
-        uname,
-        gname,
+        uname: get(b"uname").unwrap_or(&hdr.uname).to_vec(),
+        gname: get(b"gname").unwrap_or(&hdr.gname).to_vec(),
         mod_time: crate::time::format_rfc3339(secs, nanos),
-        devmajor,
-        devminor,
+        devmajor: hdr.devmajor,
+        devminor: hdr.devminor,
+        name,
         xattrs: pax,
     })
+}
+
+/// Octal text with surrounding spaces/NULs trimmed (empty means 0), as Go reads it.
+fn octal(b: &[u8]) -> Option<i64> {
+    let t = trim(b);
+    if t.is_empty() {
+        return Some(0);
+    }
+    i64::from_str_radix(std::str::from_utf8(t).ok()?, 8).ok()
 }
 
 /// Parses a numeric header field the way Go's `archive/tar` does (whose output the format
@@ -751,12 +922,7 @@ fn numeric(raw: &[u8; 512], field: std::ops::Range<usize>, what: &'static str) -
         }
         return Ok(if inv == 0xff { !(x as i64) } else { x as i64 });
     }
-    let t = trim(b);
-    if t.is_empty() {
-        return Ok(0);
-    }
-    let s = std::str::from_utf8(t).map_err(|_| bad())?;
-    i64::from_str_radix(s, 8).map_err(|_| bad())
+    octal(b).ok_or_else(bad)
 }
 
 fn trim(b: &[u8]) -> &[u8] {

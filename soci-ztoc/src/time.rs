@@ -39,36 +39,23 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     Some((t.unix_timestamp(), t.nanosecond()))
 }
 
-/// Parses a PAX time value (`[-]seconds[.fraction]`) into (seconds, nanoseconds), rounding the
-/// fraction down to nanoseconds. Negative times are normalised so nanoseconds are positive.
+/// Parses a PAX time value (`[+-]seconds[.fraction]`, as Go's `archive/tar` accepts it) into
+/// (seconds, nanoseconds), rounding the fraction down to nanoseconds. Negative times are
+/// normalised so nanoseconds are positive.
 pub(crate) fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    if whole.is_empty() && frac.is_empty() {
+    // The seconds are required; the fraction is digits only and may be empty.
+    let secs: i64 = whole.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let secs: i64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().ok()?
-    };
     let mut nanos: u32 = 0;
     for (i, d) in frac.bytes().take(9).enumerate() {
         nanos += u32::from(d - b'0') * 10u32.pow(8 - i as u32);
     }
-    if neg {
-        if nanos == 0 {
-            Some((-secs, 0))
-        } else {
-            Some((-secs - 1, 1_000_000_000 - nanos))
-        }
+    if whole.starts_with('-') && nanos != 0 {
+        Some((secs.checked_sub(1)?, 1_000_000_000 - nanos))
     } else {
         Some((secs, nanos))
     }
@@ -128,5 +115,12 @@ mod tests {
         assert_eq!(parse_pax_time(b"1.1234567891"), Some((1, 123_456_789)));
         assert_eq!(parse_pax_time(b"x"), None);
         assert_eq!(parse_pax_time(b""), None);
+        assert_eq!(parse_pax_time(b"-0.5"), Some((-1, 500_000_000)));
+        assert_eq!(parse_pax_time(b"+5"), Some((5, 0)));
+        assert_eq!(parse_pax_time(b"5."), Some((5, 0)));
+        // Go's reader requires the seconds and rejects signs in the fraction.
+        assert_eq!(parse_pax_time(b".5"), None);
+        assert_eq!(parse_pax_time(b"-"), None);
+        assert_eq!(parse_pax_time(b"1.-5"), None);
     }
 }

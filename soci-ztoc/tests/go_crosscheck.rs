@@ -284,12 +284,22 @@ fn diff_bytes(ours: &[u8], python: &[u8]) -> Option<String> {
 struct Fixture {
     name: String,
     layer: Vec<u8>,
+    /// Go's reader rejects the layer; so must we.
+    rejected: bool,
 }
 
 fn fixture(name: &str, layer: Vec<u8>) -> Fixture {
     Fixture {
         name: name.to_owned(),
         layer,
+        rejected: false,
+    }
+}
+
+fn rejected(name: &str, layer: Vec<u8>) -> Fixture {
+    Fixture {
+        rejected: true,
+        ..fixture(name, layer)
     }
 }
 
@@ -305,18 +315,41 @@ fn run(t: &Tools, f: &Fixture) -> Outcome {
 
     let built = ZtocBuilder::new().span_size(SPAN).build(&f.layer[..]);
     let go = Command::new(&t.gocheck).arg(&path).output().unwrap();
+    let describe = |built: &soci_ztoc::Result<Ztoc>| {
+        let ours = match built {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("error: {e}"),
+        };
+        let go = if go.status.success() {
+            "ok".to_owned()
+        } else {
+            format!("error: {}", String::from_utf8_lossy(&go.stderr).trim())
+        };
+        format!("ours {ours}; go {go}")
+    };
+    if f.rejected {
+        let both = built.is_err() && !go.status.success();
+        let what = describe(&built);
+        return Outcome {
+            line: format!(
+                "{:<24} rejected by both: {}",
+                f.name,
+                if both { "yes" } else { "NO" }
+            ),
+            failures: if both {
+                vec![]
+            } else {
+                vec![format!("{}: should be rejected: {what}", f.name)]
+            },
+        };
+    }
     let (ztoc, json) = match (built, go.status.success()) {
         (Ok(z), true) => (z, go.stdout),
         (built, _) => {
-            let ours = built.map_or_else(|e| format!("error: {e}"), |_| "ok".to_owned());
-            let go = if go.status.success() {
-                "ok".to_owned()
-            } else {
-                format!("error: {}", String::from_utf8_lossy(&go.stderr).trim())
-            };
+            let what = describe(&built);
             return Outcome {
-                line: format!("{:<24} ours {ours}; go {go}", f.name),
-                failures: vec![format!("{}: ours {ours}; go {go}", f.name)],
+                line: format!("{:<24} {what}", f.name),
+                failures: vec![format!("{}: {what}", f.name)],
             };
         }
     };
@@ -578,8 +611,11 @@ fn pax_xattrs() -> Vec<u8> {
 
 fn pax_times() -> Vec<u8> {
     let mut t = Raw::default();
-    let times: [&[u8]; 9] = [
+    let times: [&[u8]; 12] = [
         b"1677661200.123456789",
+        b"+1677661200.25",
+        b"1677661200.",
+        b"-0.5",
         b"1677661200.5",
         b"1677661200.1234567891",
         b"1677661200.000000000",
@@ -750,6 +786,140 @@ fn odd_headers() -> Vec<u8> {
     gzip(&t.finish(0), 6)
 }
 
+// Header details on which the `tar` crate and Go's reader disagree; soci-ztoc follows Go.
+
+/// PAX values are length-delimited: binary xattrs may contain newlines (0x0a).
+fn pax_newline_values() -> Vec<u8> {
+    let mut t = Raw::default();
+    t.pax(&[
+        kv(
+            b"SCHILY.xattr.security.capability",
+            b"\x01\x00\x00\x02\x0a\x00\x00\x00\n\n",
+        ),
+        kv(b"SCHILY.xattr.user.multi", b"line 1\nline 2=x\n"),
+        kv(b"comment", b"\n"),
+        kv(b"size", b"5"), // after the newline records, as Go's writer orders keys
+    ])
+    .hdr(&hdr("bin/cap", b'0'))
+    .data(b"5 byt");
+    t.file(hdr("next", b'0'), &filler(30));
+    gzip(&t.finish(0), 6)
+}
+
+fn gnu_long_name_nuls() -> Vec<u8> {
+    let mut t = Raw::default();
+    let name = format!("gnu/{}", "x".repeat(120));
+    // Some writers pad the long name with several NULs; the name ends at the first.
+    t.gnu_long(b'L', &[name.as_bytes(), b"\0\0\0\0"].concat())
+        .file(hdr("gnu/trunc", b'0'), b"nuls");
+    t.gnu_long(b'K', b"target\0garbage")
+        .hdr(&hdr("gnu/link", b'2'));
+    gzip(&t.finish(0), 6)
+}
+
+/// A GNU long name beats a PAX `path`; several PAX headers: the last one counts.
+fn gnu_long_name_and_pax() -> Vec<u8> {
+    let mut t = Raw::default();
+    t.pax(&[kv(b"path", b"from-pax-path")])
+        .gnu_long(b'L', b"from-gnu-long-name\0")
+        .file(hdr("from-header", b'0'), b"which name wins?");
+    t.pax(&[kv(b"path", b"first-pax"), kv(b"uname", b"first")])
+        .pax(&[kv(b"path", b"second-pax")])
+        .file(hdr("two-pax-headers", b'0'), b"last wins");
+    gzip(&t.finish(0), 6)
+}
+
+/// "ustar\0" with a version other than "00" is still USTAR; a star trailer shortens the
+/// prefix to 131 bytes; a PAX header in a V7 block still applies.
+fn ustar_variants() -> Vec<u8> {
+    let mut t = Raw::default();
+    for (i, version) in [b"\0\0", b"  "].into_iter().enumerate() {
+        let mut h = hdr("name", b'0');
+        h.prefix = format!("prefix{i}").into_bytes();
+        h.size = 3;
+        let mut blk = h.block();
+        blk[263..265].copy_from_slice(version);
+        set_checksum(&mut blk);
+        t.block(&blk).data(b"abc");
+    }
+    let mut h = hdr("star-name", b'0');
+    h.prefix = "s".repeat(131).into_bytes();
+    h.size = 4;
+    let mut blk = h.block();
+    blk[508..512].copy_from_slice(b"tar\0");
+    set_checksum(&mut blk);
+    t.block(&blk).data(b"star");
+    let data = pax_record(b"path", b"pax-in-a-v7-block");
+    let mut h = hdr("PaxHeader", b'x');
+    h.size = data.len() as u64;
+    let mut blk = h.block();
+    blk[257..265].fill(0);
+    set_checksum(&mut blk);
+    t.block(&blk).data(&data).file(hdr("v7-pax", b'0'), b"v7");
+    gzip(&t.finish(0), 6)
+}
+
+/// The stream ends inside the last entry's padding, or right after its content: Go's
+/// reader reports the end of the archive.
+fn unpadded_end(pad: usize) -> Vec<u8> {
+    let mut t = plain_files();
+    t.hdr(&{
+        let mut h = hdr("last", b'0');
+        h.size = 1000;
+        h
+    });
+    t.0.extend_from_slice(&noise(1000, 40, true));
+    t.0.extend(std::iter::repeat_n(0, pad));
+    t.0
+}
+
+/// Layers Go's reader refuses (so the reference builds no zTOC), one malformation each.
+fn rejected_layers() -> Vec<Fixture> {
+    let one = |records: &[(&[u8], &[u8])]| {
+        let mut t = Raw::default();
+        t.pax(records).file(hdr("f", b'0'), b"x");
+        gzip(&t.finish(0), 6)
+    };
+    let raw_pax = |data: &[u8]| {
+        let mut t = Raw::default();
+        let mut h = hdr("./PaxHeaders/f", b'x');
+        h.size = data.len() as u64;
+        t.hdr(&h).data(data).file(hdr("f", b'0'), b"x");
+        gzip(&t.finish(0), 6)
+    };
+    let typed = |flag: u8| {
+        let mut t = Raw::default();
+        t.file(hdr("f", flag), b"x");
+        gzip(&t.finish(0), 6)
+    };
+    let mut bad_sum = Raw::default();
+    bad_sum.file(hdr("f", b'0'), b"x");
+    bad_sum.0[148] ^= 1;
+    let mut zero_then_header = Raw::default();
+    zero_then_header.0.resize(BLOCK, 0);
+    zero_then_header.file(hdr("f", b'0'), b"x");
+    vec![
+        rejected("bad_pax_mtime", one(&[kv(b"mtime", b".5")])),
+        rejected("bad_pax_atime", one(&[kv(b"atime", b"1.x")])),
+        rejected("bad_pax_uid", one(&[kv(b"uid", b"12a")])),
+        rejected("bad_pax_size", one(&[kv(b"size", b"-1")])),
+        rejected("nul_in_pax_path", one(&[kv(b"path", b"a\0b")])),
+        rejected("pax_bad_length", raw_pax(b"99 path=x\n")),
+        rejected("pax_no_newline", raw_pax(b"9 path=xy")),
+        rejected("pax_trailing_garbage", raw_pax(b"10 path=x\n\0\0")),
+        rejected("global_pax_header", typed(b'g')),
+        rejected("contiguous_file", typed(b'7')),
+        rejected("bad_checksum", gzip(&bad_sum.finish(0), 6)),
+        rejected("zero_then_header", gzip(&zero_then_header.finish(0), 6)),
+        rejected("truncated_content", {
+            let mut t = plain_files();
+            let mut tar = t.finish(0);
+            tar.truncate(3 * BLOCK + 100);
+            tar
+        }),
+    ]
+}
+
 /// A layer with content spread over several members, as pigz or eStargz write them.
 fn multi_member() -> Vec<u8> {
     let mut t = Raw::default();
@@ -833,13 +1003,21 @@ fn fixtures() -> Vec<Fixture> {
         fixture("empty_and_duplicates", empty_and_duplicates()),
         fixture("ustar_prefix", ustar_prefix()),
         fixture("odd_headers", odd_headers()),
+        fixture("pax_newline_values", pax_newline_values()),
+        fixture("gnu_long_name_nuls", gnu_long_name_nuls()),
+        fixture("gnu_long_name_and_pax", gnu_long_name_and_pax()),
+        fixture("ustar_variants", ustar_variants()),
         fixture("multi_member_gzip", multi_member()),
         fixture("plain_tar", plain_files().finish(0)),
         fixture("plain_tar_no_end_marker", short_end(0)),
         fixture("plain_tar_one_zero_block", short_end(1)),
+        fixture("plain_tar_unpadded_end", unpadded_end(0)),
+        fixture("plain_tar_end_in_padding", unpadded_end(10)),
+        fixture("gzip_unpadded_end", gzip(&unpadded_end(0), 6)),
         fixture("record_padded_tar", record_padded()),
         fixture("record_padded_gzip", gzip(&record_padded(), 6)),
     ];
+    v.extend(rejected_layers());
     match python_tree() {
         Ok(layer) => v.push(fixture("python3.11_tree", layer)),
         Err(why) => println!("SKIPPED fixture python3.11_tree: {why}"),
