@@ -154,6 +154,45 @@ impl Containerd {
         Ok(())
     }
 
+    /// Creates or updates the image record `name` with `target`.
+    pub(crate) fn put_image(&self, name: &str, target: &Descriptor) -> Result<()> {
+        let t = containerd_client::types::Descriptor {
+            media_type: target.media_type.clone(),
+            digest: target.digest.to_string(),
+            size: i64::try_from(target.size).unwrap_or(i64::MAX),
+            annotations: HashMap::new(),
+        };
+        let image = Image {
+            name: name.to_owned(),
+            labels: HashMap::new(),
+            target: Some(t),
+            created_at: None,
+            updated_at: None,
+        };
+        let mut c = ImagesClient::new(self.ch.clone());
+        let req = self.req(containerd_client::services::v1::CreateImageRequest {
+            image: Some(image.clone()),
+            source_date_epoch: None,
+        });
+        match self.rt.block_on(c.create(req)) {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::AlreadyExists => {
+                let req = self.req(UpdateImageRequest {
+                    image: Some(image),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["target".to_owned()],
+                    }),
+                    source_date_epoch: None,
+                });
+                self.rt
+                    .block_on(c.update(req))
+                    .map_err(|s| anyhow!("failed to update image {name}: {}", s.message()))?;
+                Ok(())
+            }
+            Err(s) => Err(anyhow!("failed to create image {name}: {}", s.message())),
+        }
+    }
+
     pub(crate) fn contains(&self, digest: &Digest) -> Result<bool> {
         let mut c = ContentClient::new(self.ch.clone());
         let req = self.req(InfoRequest {

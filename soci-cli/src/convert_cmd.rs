@@ -41,8 +41,13 @@ pub(crate) fn run(args: ConvertArgs, global: &GlobalOpts) -> Result<()> {
     }
     global.ensure_root()?;
     validate_dest_ref(&dest)?;
-    bail!(
-        "converting images in containerd is not supported yet; use --standalone with an OCI layout or registry reference"
+    crate::convert_ctd::run(
+        &source,
+        &dest,
+        &args.build.platforms,
+        args.build.all_platforms,
+        global,
+        &opts,
     )
 }
 

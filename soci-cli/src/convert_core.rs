@@ -18,10 +18,20 @@ use crate::global::BuildOptions;
 use crate::indexing::{build_index, LayerSource};
 
 /// Blobs visible to a conversion: the work layout first, then the source layout.
-#[derive(Debug)]
 pub(crate) struct Workspace<'a> {
     pub(crate) src: Option<&'a ContentStore>,
     pub(crate) work: &'a ContentStore,
+    /// Where layers not present locally are read from (containerd).
+    pub(crate) layers: Option<&'a dyn LayerSource>,
+}
+
+impl std::fmt::Debug for Workspace<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("src", &self.src)
+            .field("work", &self.work)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Workspace<'_> {
@@ -54,6 +64,9 @@ impl Workspace<'_> {
 
 impl LayerSource for Workspace<'_> {
     fn open_layer(&self, layer: &Descriptor) -> Result<Box<dyn Read + Send>> {
+        if let (None, Some(remote)) = (self.path(&layer.digest), self.layers) {
+            return remote.open_layer(layer);
+        }
         let p = self
             .path(&layer.digest)
             .ok_or_else(|| anyhow!("layer {}: not found", layer.digest))?;

@@ -26,8 +26,8 @@ pub(crate) struct CreateArgs {
 }
 
 /// Layers read from containerd's content store into temp files.
-struct ContainerdLayers<'a> {
-    ctd: &'a Containerd,
+pub(crate) struct ContainerdLayers<'a> {
+    pub(crate) ctd: &'a Containerd,
 }
 
 impl LayerSource for ContainerdLayers<'_> {

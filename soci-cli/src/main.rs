@@ -5,6 +5,7 @@
 mod containerd_io;
 mod convert_cmd;
 mod convert_core;
+mod convert_ctd;
 mod create_cmd;
 mod global;
 mod image_cmd;

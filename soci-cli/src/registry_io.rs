@@ -221,6 +221,7 @@ pub(crate) fn run(
     let ws = Workspace {
         src: Some(&src_store),
         work: &work,
+        layers: None,
     };
     let mount = src_ref
         .as_ref()

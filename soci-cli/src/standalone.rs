@@ -74,6 +74,7 @@ pub(crate) fn finish_local(
     let ws = Workspace {
         src: Some(src_store),
         work: &work,
+        layers: None,
     };
     if dir_output {
         finish_dir(&ws, &out)?;
@@ -96,6 +97,7 @@ pub(crate) fn convert_layout(
     let ws = Workspace {
         src: Some(src),
         work,
+        layers: None,
     };
     let root = choose_root(&ws, src)?;
     // A throw-away artifacts DB: standalone conversion leaves no state behind.

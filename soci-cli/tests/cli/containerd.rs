@@ -304,8 +304,61 @@ fn create_push_and_list() {
     );
     assert_eq!(n("127.0.0.1:5001"), 1);
 
+    // convert (containerd): v2 image, idempotent, in place; --force rebuilds every zTOC.
+    let conv = format!("{}-soci", refs[0]);
+    env.fails(
+        &["convert", image, "127.0.0.1:5000/x@sha256:0000"],
+        "the destination image must be a tagged ref",
+    );
+    let out = env.ok(&[
+        "convert",
+        "--all-platforms",
+        "--min-layer-size",
+        "0",
+        image,
+        &conv,
+    ]);
+    let d1 = out.lines().last().expect("digest").to_owned();
+    let out = env.ok(&[
+        "convert",
+        "--all-platforms",
+        "--min-layer-size",
+        "0",
+        &conv,
+        &conv,
+    ]);
+    assert_eq!(
+        out.lines().last().expect("digest"),
+        d1,
+        "converting the converted image is idempotent"
+    );
+    assert!(out.matches("(already exists)").count() >= 2, "{out}");
+    let out = env.ok(&[
+        "convert",
+        "--all-platforms",
+        "--min-layer-size",
+        "0",
+        "--force",
+        &conv,
+        &conv,
+    ]);
+    assert_eq!(out.matches("(already exists)").count(), 0, "{out}");
+    let ls = run("ctr", &["-a", &sock, "-n", &ns, "images", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(conv.as_str()) && l.contains(&d1)),
+        "{ls}"
+    );
+
     // rm --ref removes every index of the image.
     env.ok(&["index", "rm", "--ref", image]);
+    let left = env.ok(&["index", "list", "-q"]);
+    assert_eq!(
+        left.lines().count(),
+        1,
+        "only the v2 index of the converted image is left: {left}"
+    );
+    env.ok(&["index", "rm", "--ref", &conv]);
     assert_eq!(env.ok(&["index", "list", "-q"]), "");
     let _ = Command::new("ctr")
         .args(["-a", &sock, "-n", &ns, "images", "rm", &refs[0], &refs[1]])
