@@ -12,6 +12,8 @@ use crate::zlib::{self, Flush, Inflater, Status};
 pub const WINDOW_SIZE: usize = 32768;
 const HEADER_LEN: usize = 12;
 const RECORD_LEN: usize = 8 + 8 + 1 + WINDOW_SIZE;
+/// Initial output buffer of an extraction; it doubles as data arrives.
+const OUTPUT_START: usize = 1 << 20;
 
 /// A place in the gzip stream where inflation can restart.
 #[derive(Clone, PartialEq, Eq)]
@@ -538,7 +540,9 @@ fn inflate_gzip(c: &Checkpoint, compressed: &[u8], skip: u64, want: usize) -> Re
     }
     inf.set_dictionary(&c.window[..]).map_err(|e| gz(0, e))?;
 
-    let mut out = vec![0u8; want];
+    // `want` comes from a zTOC (a file size, the archive size), which may lie: grow the output
+    // as data is actually produced instead of allocating it all up front.
+    let mut out = vec![0u8; want.min(OUTPUT_START)];
     let mut scratch = vec![0u8; if skip > 0 { WINDOW_SIZE } else { 0 }];
     let mut to_skip = skip;
     let mut produced = 0usize;
@@ -552,6 +556,10 @@ fn inflate_gzip(c: &Checkpoint, compressed: &[u8], skip: u64, want: usize) -> Re
             to_skip -= r.2 as u64;
             r
         } else {
+            if produced == out.len() {
+                let grow = out.len().max(WINDOW_SIZE).min(want - produced);
+                out.resize(produced + grow, 0);
+            }
             let r = inf
                 .inflate(input, &mut out[produced..], Flush::None)
                 .map_err(|e| gz(compressed.len() - input.len(), e))?;

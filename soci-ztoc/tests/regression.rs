@@ -99,3 +99,25 @@ fn r_last_checkpoint_in_trailing_padding() {
         }
     }
 }
+
+/// A zTOC that claims a huge file (sizes are not authenticated by the blob digest alone)
+/// made extraction allocate the claimed size up front, aborting the process on allocation
+/// failure. The output now grows with the data actually inflated, and the lie is an error.
+#[test]
+fn r_extract_does_not_trust_claimed_sizes_for_allocation() {
+    let mut raw = RawTar::new();
+    raw.file("a", &noise(50_000, 3, true));
+    let tar = raw.finish(2, 0);
+    let layer = gzip(&tar, 6);
+    let mut z = build(&layer, 0).unwrap();
+    let huge = 1u64 << 46; // 64 TiB
+    z.uncompressed_archive_size = huge;
+    z.toc[0].uncompressed_size = huge - 1024;
+    let zinfo = z.zinfo().unwrap();
+    let err = z.extract_file(&zinfo, &layer, b"a").unwrap_err();
+    assert!(matches!(err, soci_ztoc::Error::ShortSpan { .. }), "{err}");
+    let err = zinfo
+        .read_range(&layer, soci_ztoc::UncompressedOffset(0), huge)
+        .unwrap_err();
+    assert!(matches!(err, soci_ztoc::Error::ShortSpan { .. }), "{err}");
+}
