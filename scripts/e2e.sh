@@ -7,6 +7,8 @@
 #   1 plain      ctr pull/run through the proxy snapshotter (overlay semantics, no FUSE mounts)
 #   2 deferred   rpull of an image without SOCI index: layers deferred to the runtime, run works
 #   3 lazy       rpull of a `soci convert`ed image: 1 FUSE mount, v2 index digest logged, run --all
+#   3b large     4-layer image (3 indexed, 1 small top layer with whiteouts): 3 FUSE mounts + 1 local
+#                snapshot, every file and whiteout checked; `ctr images rm --sync` unmounts them
 #   4 restart    SIGTERM + restart: the FUSE mount is re-established, run works again
 #   5 metrics    /metrics exposes the fuse_mount_failure_count line
 #   6 sigint     SIGINT unmounts every FUSE layer
@@ -43,8 +45,21 @@ LOG=$WORK/daemon.log
 METRICS_PORT=${METRICS_PORT:-13380}
 PID=
 
+# Removes everything earlier runs of this script left in containerd (namespaces e2e<pid>-*):
+# containerd shares backend snapshots between namespaces by chain id, so leftovers would keep
+# lazy layers referenced.
+purge_namespaces() {
+  local n
+  for n in $($CTR namespaces ls -q 2>/dev/null | grep -E '^e2e[0-9]+-' || true); do
+    $CTR -n "$n" containers ls -q 2>/dev/null | xargs -r $CTR -n "$n" containers rm >/dev/null 2>&1 || true
+    $CTR -n "$n" images ls -q 2>/dev/null | xargs -r $CTR -n "$n" images rm --sync >/dev/null 2>&1 || true
+    $CTR namespaces rm "$n" >/dev/null 2>&1 || true
+  done
+}
+
 cleanup() {
   set +e
+  purge_namespaces
   [ -n "$PID" ] && kill -INT "$PID" 2>/dev/null && sleep 1
   [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null
   grep " $SNAPROOT/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
@@ -71,8 +86,17 @@ start_daemon() {
     sleep 0.1
   done
   grep -q 'successfully started' "$LOG.cur" || fail "daemon not ready"
-  # containerd may still be in reconnect backoff towards the proxy socket.
-  sleep 1
+  # containerd may still be in reconnect backoff towards the proxy socket: wait until a call
+  # reaches us (NotFound) instead of failing with "unavailable".
+  local i
+  for i in $(seq 60); do
+    if $CTR -n probe snapshots --snapshotter soci prepare "probe-$$-$i" >/dev/null 2>&1; then
+      $CTR -n probe snapshots --snapshotter soci rm "probe-$$-$i" >/dev/null 2>&1 || true
+      return 0
+    fi
+    sleep 0.5
+  done
+  fail "containerd cannot reach the proxy snapshotter"
 }
 stop_daemon() { # SIGNAL
   kill "-$1" "$PID"; wait "$PID" 2>/dev/null || true; PID=
@@ -93,6 +117,7 @@ V2_INDEX=$(curl -sf -H 'Accept: application/vnd.oci.image.index.v1+json' "http:/
 
 NS=e2e$$
 start_daemon
+purge_namespaces
 
 # 1 plain
 $CTR -n "$NS-plain" images pull --plain-http --snapshotter soci "$IMG:v1" >/dev/null || fail "ctr pull"
@@ -126,6 +151,41 @@ T_RUN=$(( $(ms) - t ))
 [[ $out == *READY* && $out == *checked* ]] || fail "lazy run output: $out"
 grep -q '"msg":"checking mount point"' "$LOG.cur" || fail "no 'checking mount point' log"
 pass "lazy rpull: 1 FUSE mount, v2 index $V2_INDEX, all files verified (pull ${T_LAZY} ms, run ${T_RUN} ms)"
+
+# 3b large multi-layer image (E2E_LARGE=0 skips it)
+if [ "${E2E_LARGE:-1}" = 1 ]; then
+  BIG=$REGISTRY/e2e/snapbig
+  python3 "$ROOT_DIR/scripts/make-test-image.py" "$WORK/big" v1 --kind large --size-mb 48 >/dev/null
+  skopeo copy -q --dest-tls-verify=false "oci:$WORK/big:v1" "docker://$BIG:v1" || fail "push large image"
+  "$SOCI" convert --standalone --plain-http "$BIG:v1" "$BIG:soci" >"$WORK/convert-big.out" 2>&1 \
+    || { cat "$WORK/convert-big.out"; fail "soci convert (large)"; }
+  before=$(fuse_mounts)
+  t=$(ms)
+  "$SOCI" -a "$CONTAINERD_ADDRESS" -n "$NS-big" image rpull --plain-http "$BIG:soci" >"$WORK/rpull-big.out" || fail "rpull (large)"
+  T_BIG=$(( $(ms) - t ))
+  [ "$(fuse_mounts)" = $((before + 3)) ] || fail "large: expected 3 more FUSE mounts, got $(( $(fuse_mounts) - before ))"
+  grep -q '"msg":"skipping mounting layer as FUSE mount: no ztoc for layer"' "$LOG.cur" || fail "large: no 'no ztoc' log"
+  grep -q '"local-snapshot-prepared":"true"' "$LOG.cur" || fail "large: no local snapshot"
+  t=$(ms)
+  out=$($CTR -n "$NS-big" run --rm --snapshotter soci "$BIG:soci" "c$$-b1" 2>&1) || fail "large run: $out"
+  T_BIG_RUN=$(( $(ms) - t ))
+  [[ $out == *READY* ]] || fail "large run output: $out"
+  t=$(ms)
+  out=$($CTR -n "$NS-big" run --rm --snapshotter soci "$BIG:soci" "c$$-b2" soci-test-entrypoint --all 2>&1) || fail "large run --all: $out"
+  T_BIG_ALL=$(( $(ms) - t ))
+  [[ $out == *READY* && $out == *checked* ]] || fail "large run --all output: $out"
+  $CTR -n "$NS-big" images rm --sync "$BIG:soci" >/dev/null || fail "image rm"
+  sleep 1
+  [ "$(fuse_mounts)" = "$before" ] || fail "image rm left $(( $(fuse_mounts) - before )) FUSE mounts"
+  # Same layers without an index (after the lazy snapshots are gone): a full pull for comparison.
+  t=$(ms)
+  "$SOCI" -a "$CONTAINERD_ADDRESS" -n "$NS-bigfull" image rpull --plain-http "$BIG:v1" >"$WORK/rpull-bigfull.out" || fail "rpull (large, no index)"
+  T_BIG_FULL=$(( $(ms) - t ))
+  grep -q ' 4 unpacked' "$WORK/rpull-bigfull.out" || fail "large without index: $(cat "$WORK/rpull-bigfull.out")"
+  out=$($CTR -n "$NS-bigfull" run --rm --snapshotter soci "$BIG:v1" "c$$-b3" 2>&1) || fail "large full run: $out"
+  [[ $out == *READY* ]] || fail "large full run output: $out"
+  pass "large: 3 FUSE + 1 local layer, all files verified; image rm unmounts (lazy rpull ${T_BIG} ms, first run ${T_BIG_RUN} ms, read all ${T_BIG_ALL} ms; full rpull without index ${T_BIG_FULL} ms)"
+fi
 
 # 4 restart (SIGTERM keeps state; restart re-mounts)
 stop_daemon TERM

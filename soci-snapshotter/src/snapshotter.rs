@@ -84,6 +84,9 @@ pub struct Snapshotter {
     store: MetaStore,
     remote: Option<Arc<dyn RemoteLayers>>,
     opts: Options,
+    /// Held while a snapshot directory is being created (temp dir → metadata → rename) and while
+    /// `Cleanup` scans, so `Cleanup` never mistakes an in-flight `new-*` directory for an orphan.
+    dirs: std::sync::Mutex<()>,
 }
 
 impl Snapshotter {
@@ -102,6 +105,7 @@ impl Snapshotter {
             store,
             remote,
             opts,
+            dirs: std::sync::Mutex::new(()),
         })
     }
 
@@ -506,6 +510,7 @@ impl Snapshotter {
 
     /// `Cleanup`: removes directories that no snapshot owns (unmounting them first).
     pub fn cleanup(&self) -> Result<()> {
+        let _guard = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         let ids = self.store.ids()?;
         let snaps = self.root.join("snapshots");
         let rd = std::fs::read_dir(&snaps).map_err(Error::io("failed to read", &snaps))?;
