@@ -201,6 +201,8 @@ pass "restart: FUSE mount restored, lazy and plain images run"
 curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" >"$WORK/metrics.txt" || fail "metrics endpoint"
 grep -q '^soci_fs_operation_count{layer="",operation_type="fuse_mount_failure_count"} 0' "$WORK/metrics.txt" \
   || fail "fuse_mount_failure_count line missing"
+grep -q '^soci_fs_layer_size_bytes{digest="sha256:[0-9a-f]*",mountpoint="'"$SNAPROOT"'/snapshotter/snapshots/[0-9]*/fs"} [1-9]' "$WORK/metrics.txt" \
+  || fail "soci_fs_layer_size_bytes of the mounted layer missing"
 pass "metrics"
 
 # 6 SIGINT unmounts

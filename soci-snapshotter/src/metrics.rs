@@ -118,8 +118,42 @@ pub fn get(op: &str, layer: &str) -> i64 {
         .get()
 }
 
+type Refresher = Box<dyn Fn() + Send + Sync>;
+static REFRESHERS: Mutex<Vec<Refresher>> = Mutex::new(Vec::new());
+
+/// Registers a function run before every scrape (to update collector-style gauges).
+pub fn add_refresher(f: impl Fn() + Send + Sync + 'static) {
+    REFRESHERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Box::new(f));
+}
+
+/// Sets `soci_fs_layer_size_bytes` and `soci_fs_layer_fetched_size_bytes` of a mounted layer.
+pub fn set_layer(digest: &str, mountpoint: &str, size: u64, fetched: u64) {
+    let l = LayerLabels {
+        digest: digest.into(),
+        mountpoint: mountpoint.into(),
+    };
+    METRICS.layer_size.get_or_create(&l).set(size as i64);
+    METRICS.layer_fetched.get_or_create(&l).set(fetched as i64);
+}
+
+/// Drops the per-layer series of an unmounted layer.
+pub fn remove_layer(digest: &str, mountpoint: &str) {
+    let l = LayerLabels {
+        digest: digest.into(),
+        mountpoint: mountpoint.into(),
+    };
+    METRICS.layer_size.remove(&l);
+    METRICS.layer_fetched.remove(&l);
+}
+
 /// Prometheus text exposition.
 pub fn encode() -> String {
+    for f in REFRESHERS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        f();
+    }
     let mut out = String::new();
     let reg = METRICS.registry.lock().unwrap_or_else(|e| e.into_inner());
     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);

@@ -98,6 +98,12 @@ pub fn build(
     cfg: &crate::config::Config,
     root: &Path,
 ) -> crate::error::Result<Option<std::sync::Arc<dyn RemoteLayers>>> {
-    let s = soci::Soci::new(root, soci::SociOptions::from_config(cfg))?;
-    Ok(Some(std::sync::Arc::new(s)))
+    let s = std::sync::Arc::new(soci::Soci::new(root, soci::SociOptions::from_config(cfg))?);
+    let weak = std::sync::Arc::downgrade(&s);
+    crate::metrics::add_refresher(move || {
+        if let Some(s) = weak.upgrade() {
+            s.refresh_metrics();
+        }
+    });
+    Ok(Some(s))
 }

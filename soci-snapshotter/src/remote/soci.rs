@@ -77,7 +77,7 @@ pub struct Soci {
     opts: SociOptions,
     clients: Mutex<HashMap<String, Client>>,
     images: Mutex<HashMap<String, Discovery>>,
-    mounts: Mutex<HashMap<PathBuf, soci_fs::MountHandle>>,
+    mounts: Mutex<HashMap<PathBuf, (String, soci_fs::MountHandle)>>,
     fetcher: Option<soci_fs::BackgroundFetcher>,
     metrics: Arc<soci_fs::Metrics>,
 }
@@ -368,6 +368,21 @@ fn required<'a>(
         .ok_or(RemoteError::MissingLabel(msg))
 }
 
+impl Soci {
+    /// Updates the per-layer metrics of every mounted layer.
+    pub fn refresh_metrics(&self) {
+        for (mp, (digest, h)) in self.mounts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let spans = h.spans();
+            crate::metrics::set_layer(
+                digest,
+                &mp.to_string_lossy(),
+                spans.blob_size(),
+                spans.fetched_size(),
+            );
+        }
+    }
+}
+
 impl RemoteLayers for Soci {
     fn mount(
         &self,
@@ -441,7 +456,7 @@ impl RemoteLayers for Soci {
         self.mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(mountpoint.to_path_buf(), handle);
+            .insert(mountpoint.to_path_buf(), (layer.to_string(), handle));
         Ok(())
     }
 
@@ -472,9 +487,11 @@ impl RemoteLayers for Soci {
             .unwrap_or_else(|e| e.into_inner())
             .remove(mountpoint);
         match h {
-            Some(h) => h
-                .unmount()
-                .map_err(|e| RemoteError::other("unmounting layer", chain(&e))),
+            Some((digest, h)) => {
+                crate::metrics::remove_layer(&digest, &mountpoint.to_string_lossy());
+                h.unmount()
+                    .map_err(|e| RemoteError::other("unmounting layer", chain(&e)))
+            }
             None => Ok(()),
         }
     }
