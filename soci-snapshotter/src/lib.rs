@@ -1,17 +1,4 @@
-//! # soci-snapshotter
-//!
-//! The SOCI snapshotter daemon (`soci-snapshotter-grpc`) as a library: a containerd proxy
-//! snapshotter with overlayfs semantics whose image layers can be mounted lazily over FUSE from a
-//! registry, using a SOCI index (spec §5).
-//!
-//! Core pieces:
-//! - [`snapshotter::Snapshotter`]: overlay snapshots + the remote `Prepare` decision tree;
-//! - [`metastore::MetaStore`]: crash-safe snapshot metadata in redb;
-//! - [`service::Service`]: the containerd snapshots gRPC adapter;
-//! - [`config::Config`]: the TOML configuration of the reference daemon;
-//! - [`remote`]: lazy layers (SOCI index discovery, zTOCs, FUSE) behind [`remote::RemoteLayers`];
-//! - [`rpull`]: client-side "remote pull" through containerd (the `soci image rpull` command);
-//! - [`daemon::run`]: the daemon entry point.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
 pub mod config;

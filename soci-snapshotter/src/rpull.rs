@@ -454,6 +454,7 @@ pub async fn rpull(opts: &RpullOptions) -> R<RpullReport> {
         &manifest_bytes,
         &cfg_bytes,
         &chains,
+        &config.rootfs.diff_ids,
         blobs,
         &mut report,
     )
@@ -499,6 +500,7 @@ async fn pull_with(
     manifest_bytes: &[u8],
     cfg_bytes: &[u8],
     chains: &[String],
+    diff_ids: &[String],
     mut blobs: Vec<(String, Vec<u8>, HashMap<String, String>)>,
     report: &mut RpullReport,
 ) -> R<()> {
@@ -602,14 +604,16 @@ async fn pull_with(
             Ok(resp) => {
                 let mounts = resp.into_inner().mounts;
                 let res = async {
-                    let dg = Digest::from_str(&layer.digest)
-                        .map_err(|e| RpullError::Image(format!("bad layer digest {}: {e}", layer.digest)))?;
+                    let dg = Digest::from_str(&layer.digest).map_err(|e| {
+                        RpullError::Image(format!("bad layer digest {}: {e}", layer.digest))
+                    })?;
                     if !ctd.has_content(&layer.digest).await? {
                         let data = client
                             .get_blob(reference, &dg, Some(layer.size as u64))
                             .await
                             .map_err(rerr(format!("fetching layer {}", layer.digest)))?;
-                        ctd.write_content(&layer.digest, &data, HashMap::new()).await?;
+                        ctd.write_content(&layer.digest, &data, HashMap::new())
+                            .await?;
                     }
                     let applied = diff
                         .apply(ctd.req(ApplyRequest {
@@ -626,7 +630,14 @@ async fn pull_with(
                         .await
                         .map_err(cerr("diff.Apply"))?
                         .into_inner();
-                    debug!(layer = %layer.digest, applied = ?applied.applied.map(|d| d.digest), "applied layer");
+                    let got = applied.applied.map(|d| d.digest).unwrap_or_default();
+                    if got != diff_ids[i] {
+                        return Err(RpullError::Image(format!(
+                            "layer {}: applied content has digest {got}, image config says {}",
+                            layer.digest, diff_ids[i]
+                        )));
+                    }
+                    debug!(layer = %layer.digest, applied = %got, "applied layer");
                     snaps
                         .commit(ctd.req(snapapi::CommitSnapshotRequest {
                             snapshotter: opts.snapshotter.clone(),
