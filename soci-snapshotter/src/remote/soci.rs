@@ -38,6 +38,8 @@ pub struct SociOptions {
     pub max_span_verification_retries: u32,
     /// `[background_fetch].disable`.
     pub background_fetch_disable: bool,
+    /// `[background_fetch]` as soci-fs options.
+    pub background_fetch: soci_fs::BackgroundFetchOptions,
     /// `[http].MaxRetries`.
     pub max_retries: u32,
 }
@@ -56,6 +58,23 @@ impl SociOptions {
             ),
             max_span_verification_retries: c.blob.max_span_verification_retries.max(0) as u32,
             background_fetch_disable: c.background_fetch.disable,
+            background_fetch: {
+                let b = &c.background_fetch;
+                let mut o = soci_fs::BackgroundFetchOptions::default();
+                o.silence_period =
+                    std::time::Duration::from_millis(b.silence_period_msec.max(0) as u64);
+                o.fetch_period =
+                    std::time::Duration::from_millis(b.fetch_period_msec.max(0) as u64);
+                o.max_queue_size = usize::try_from(b.max_queue_size).ok();
+                o.drop_policy = if b.drop_policy == "oldest" {
+                    soci_fs::DropPolicy::Oldest
+                } else {
+                    soci_fs::DropPolicy::Newest
+                };
+                o.emit_metric_period =
+                    std::time::Duration::from_secs(b.emit_metric_period_sec.max(1) as u64);
+                o
+            },
             max_retries: c.http.max_retries.max(0) as u32,
         }
     }
@@ -80,6 +99,8 @@ pub struct Soci {
     mounts: Mutex<HashMap<PathBuf, (String, soci_fs::MountHandle)>>,
     fetcher: Option<soci_fs::BackgroundFetcher>,
     metrics: Arc<soci_fs::Metrics>,
+    /// Images whose first mount already paused the background fetcher.
+    paused: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Soci {
@@ -116,7 +137,7 @@ impl Soci {
         } else {
             info!("constructing background fetcher");
             Some(soci_fs::BackgroundFetcher::new(
-                soci_fs::BackgroundFetchOptions::default(),
+                opts.background_fetch.clone(),
             ))
         };
         Ok(Soci {
@@ -128,6 +149,7 @@ impl Soci {
             mounts: Mutex::new(HashMap::new()),
             fetcher,
             metrics: Arc::new(soci_fs::Metrics::default()),
+            paused: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -451,6 +473,15 @@ impl RemoteLayers for Soci {
         let handle = soci_fs::mount(fs, mountpoint, &soci_fs::MountOptions::default())
             .map_err(|e| RemoteError::other("mounting layer", chain(&e)))?;
         if let Some(f) = &self.fetcher {
+            if self
+                .paused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(manifest.to_string())
+            {
+                debug!("new image mounted, pausing the background fetcher for silence period");
+                f.pause();
+            }
             f.add_layer(&spans);
         }
         self.mounts
