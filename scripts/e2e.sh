@@ -13,6 +13,8 @@
 #   5 metrics    /metrics exposes the fuse_mount_failure_count line
 #   6 sigint     SIGINT unmounts every FUSE layer
 #   7 config     explicit missing config ⇒ fatal "failed to open config file"
+#   8 v1         daemon with only SOCI v1 enabled finds a `soci create`+`soci push`ed v1 index
+#                through the referrers tag fallback of distribution 2.8
 set -euo pipefail
 
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -216,5 +218,31 @@ if "$DAEMON" --address "$WORK/x.sock" --root "$WORK/r2" --config "$WORK/missing.
 fi
 grep -q 'failed to open config file' "$WORK/cfg.out" || fail "missing config message"
 pass "explicit missing config is fatal"
+
+# 8 v1 index discovered through referrers (tag-schema fallback on distribution 2.8)
+V1IMG=$REGISTRY/e2e/snapv1-$$
+skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:v1" "docker://$V1IMG:v1" || fail "push v1 image"
+$CTR -n "$NS-v1src" images pull --plain-http "$V1IMG:v1" >/dev/null || fail "ctr pull (v1 source)"
+"$SOCI" -a "$CONTAINERD_ADDRESS" -n "$NS-v1src" --root "$WORK/cli-root" create --min-layer-size 0 --span-size 65536 "$V1IMG:v1" \
+  >"$WORK/create.out" 2>&1 || { cat "$WORK/create.out"; fail "soci create"; }
+"$SOCI" -a "$CONTAINERD_ADDRESS" -n "$NS-v1src" --root "$WORK/cli-root" push --plain-http "$V1IMG:v1" \
+  >"$WORK/push.out" 2>&1 || { cat "$WORK/push.out"; fail "soci push"; }
+V1_INDEX=$(grep -o 'pushing soci index with digest: sha256:[0-9a-f]*' "$WORK/push.out" | awk '{print $NF}')
+[ -n "$V1_INDEX" ] || V1_INDEX=$(grep -o 'sha256:[0-9a-f]\{64\}' "$WORK/push.out" | tail -1)
+cat >"$WORK/config.toml" <<TOML
+[pull_modes.soci_v1]
+enable = true
+[pull_modes.soci_v2]
+enable = false
+TOML
+start_daemon
+"$SOCI" -a "$CONTAINERD_ADDRESS" -n "$NS-v1" image rpull --plain-http "$V1IMG:v1" >"$WORK/rpull-v1.out" || fail "rpull (v1)"
+grep -q '"msg":"using soci v1 index via referrers API"' "$LOG.cur" || fail "v1 index not discovered"
+grep '"msg":"fetching SOCI artifacts using index descriptor"' "$LOG.cur" | grep -q "\"digest\":\"$V1_INDEX\"" \
+  || fail "v1 index $V1_INDEX not used"
+out=$($CTR -n "$NS-v1" run --rm --snapshotter soci "$V1IMG:v1" "c$$-v1" soci-test-entrypoint --all 2>&1) || fail "v1 run: $out"
+[[ $out == *READY* ]] || fail "v1 run output: $out"
+stop_daemon INT
+pass "v1 index $V1_INDEX found via the referrers tag fallback and used"
 
 echo "e2e: all scenarios passed (deferred rpull ${T_DEF} ms, lazy rpull ${T_LAZY} ms, lazy run --all ${T_RUN} ms)"

@@ -218,8 +218,9 @@ impl Snapshotter {
                 fs.display()
             );
             match remote.mount(&fs, &labels) {
-                Ok(()) => {
+                Ok(extra) => {
                     let mut l = labels.clone();
+                    l.extend(extra);
                     l.insert(label::REMOTE.into(), label::REMOTE_VALUE.into());
                     l.insert(label::HAS_SOCI_INDEX_DIGEST.into(), "true".into());
                     return match self.store.commit(key, &target, 0, 0, l) {

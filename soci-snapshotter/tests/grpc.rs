@@ -25,11 +25,19 @@ struct Fake {
 }
 
 impl RemoteLayers for Fake {
-    fn mount(&self, mp: &Path, labels: &BTreeMap<String, String>) -> Result<(), RemoteError> {
+    fn mount(
+        &self,
+        mp: &Path,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, RemoteError> {
         match labels.get(label::CRI_LAYER_DIGEST).map(String::as_str) {
             Some("sha256:lazy") => {
                 self.mounted.lock().unwrap().insert(mp.to_path_buf());
-                Ok(())
+                Ok([(
+                    label::SOCI_INDEX_DIGEST.to_string(),
+                    "sha256:idx".to_string(),
+                )]
+                .into())
             }
             Some("sha256:noztoc") => Err(RemoteError::NoZtoc {
                 layer: "sha256:noztoc".into(),

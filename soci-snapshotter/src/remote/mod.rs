@@ -67,12 +67,14 @@ impl RemoteError {
 
 /// Lazy-layer operations used by the snapshotter.
 pub trait RemoteLayers: Send + Sync + std::fmt::Debug {
-    /// Mounts the layer described by `labels` lazily (FUSE) at `mountpoint`.
+    /// Mounts the layer described by `labels` lazily (FUSE) at `mountpoint`. Returns labels to
+    /// record on the committed snapshot (e.g. the SOCI index digest actually used, so a restart
+    /// re-mounts with the same index whatever the pull modes are by then).
     fn mount(
         &self,
         mountpoint: &Path,
         labels: &BTreeMap<String, String>,
-    ) -> Result<(), RemoteError>;
+    ) -> Result<BTreeMap<String, String>, RemoteError>;
     /// Checks that the lazy layer at `mountpoint` is usable.
     fn check(
         &self,

@@ -83,6 +83,8 @@ impl SociOptions {
 /// SOCI artifacts of one image (one platform manifest).
 #[derive(Debug)]
 struct ImageArtifacts {
+    /// The SOCI index used.
+    index: String,
     /// layer digest → (zTOC digest, zTOC size, disable-xattrs)
     ztocs: HashMap<String, (String, u64, bool)>,
 }
@@ -352,7 +354,10 @@ impl Soci {
                 );
             }
         }
-        Ok(ImageArtifacts { ztocs })
+        Ok(ImageArtifacts {
+            index: index_digest.to_string(),
+            ztocs,
+        })
     }
 }
 
@@ -410,7 +415,7 @@ impl RemoteLayers for Soci {
         &self,
         mountpoint: &Path,
         labels: &BTreeMap<String, String>,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<BTreeMap<String, String>, RemoteError> {
         let image = required(
             labels,
             label::CRI_IMAGE_REF,
@@ -488,7 +493,7 @@ impl RemoteLayers for Soci {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(mountpoint.to_path_buf(), (layer.to_string(), handle));
-        Ok(())
+        Ok([(label::SOCI_INDEX_DIGEST.to_string(), arts.index.clone())].into())
     }
 
     fn check(
