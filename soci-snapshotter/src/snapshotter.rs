@@ -233,12 +233,16 @@ impl Snapshotter {
                             Err(Error::already_exists(format!("target snapshot {target:?}")))
                         }
                         Err(e) if e.is_already_exists() => {
+                            // Another namespace committed the same chain first: containerd will
+                            // find that one; drop ours (the Go version rolls the transaction back).
                             let _ = remote.unmount(&fs);
+                            self.discard_active(key, rec.id);
                             Err(Error::already_exists(format!("target snapshot {target:?}")))
                         }
                         Err(e) => {
                             warn!(key, error = %crate::error::chain(&e), "failed to internally commit remote snapshot");
                             let _ = remote.unmount(&fs);
+                            self.discard_active(key, rec.id);
                             Err(e)
                         }
                     };
@@ -283,10 +287,12 @@ impl Snapshotter {
                         Err(Error::already_exists(format!("target snapshot {target:?}")))
                     }
                     Err(e) if e.is_already_exists() => {
+                        self.discard_active(key, rec.id);
                         Err(Error::already_exists(format!("target snapshot {target:?}")))
                     }
                     Err(e) => {
                         warn!(key, error = %crate::error::chain(&e), "failed to internally commit local snapshot");
+                        self.discard_active(key, rec.id);
                         Err(e)
                     }
                 }
@@ -420,6 +426,15 @@ impl Snapshotter {
         }
         self.remove_dir(rec.id);
         Ok(())
+    }
+
+    /// Removes an active snapshot created by this `Prepare` that will not be handed to containerd.
+    fn discard_active(&self, key: &str, id: u64) {
+        if let Err(e) = self.store.remove(key) {
+            warn!(key, error = %crate::error::chain(&e), "failed to discard active snapshot");
+            return;
+        }
+        self.remove_dir(id);
     }
 
     fn remove_dir(&self, id: u64) {

@@ -185,6 +185,21 @@ async fn remote_prepare_decision_tree() {
         Some("default")
     );
 
+    // The same chain prepared again (e.g. from another namespace): ALREADY_EXISTS, and the extra
+    // active snapshot and its mount are discarded.
+    let e = c
+        .prepare(prep(
+            "other/9/extract-9 sha256:c1",
+            "",
+            layer_labels("sha256:c1", "sha256:lazy"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert!(list(&mut c, "kind==active").await.is_empty());
+    assert_eq!(fake.mounted().len(), 1);
+    fake.unmounted.lock().unwrap().clear();
+
     // Layer without zTOC: unpacked locally by the snapshotter, committed with its disk usage.
     let e = c
         .prepare(prep(
