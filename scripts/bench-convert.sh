@@ -44,7 +44,8 @@ elapsed() { echo "$(now) - $1" | bc; }
 cat "${LAYERS[@]}" >/dev/null
 
 run_convert() {
-    local jobs=$1 out=$DIR/out-$jobs t0
+    local jobs=$1 out t0
+    out=$DIR/out-$jobs
     rm -rf "$out"
     t0=$(now)
     SOCI_BUILD_JOBS=$jobs "$SOCI" convert --standalone --format oci-dir --min-layer-size 0 -q "$IMG" "$out" >/dev/null 2>&1
