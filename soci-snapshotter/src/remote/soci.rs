@@ -361,12 +361,35 @@ impl Soci {
     }
 }
 
-/// Range reads of one layer blob through soci-registry.
-struct RegistryBlob {
+/// Range reads of one layer blob through soci-registry: the [`BlobSource`] the snapshotter mounts
+/// lazy layers with, public so other programs (the `mount-remote-layer` example) can reuse it.
+///
+/// Each [`BlobSource::read_at`] is one [`Client::read_range`] run with `Handle::block_on`, so it
+/// must be called from a thread outside the runtime (FUSE, blocking-pool or background-fetcher
+/// threads); from a runtime worker it would panic.
+#[derive(Debug)]
+pub struct RegistryBlob {
     rt: tokio::runtime::Handle,
     client: Client,
     reference: Reference,
     digest: Digest,
+}
+
+impl RegistryBlob {
+    /// Reads blob `digest` of the repository of `reference` through `client` on runtime `rt`.
+    pub fn new(
+        rt: tokio::runtime::Handle,
+        client: Client,
+        reference: Reference,
+        digest: Digest,
+    ) -> RegistryBlob {
+        RegistryBlob {
+            rt,
+            client,
+            reference,
+            digest,
+        }
+    }
 }
 
 impl BlobSource for RegistryBlob {
@@ -449,12 +472,8 @@ impl RemoteLayers for Soci {
         let reference = Reference::from_str(image).map_err(|e| resolve(e.to_string()))?;
         let client = self.client(&reference)?;
         let digest = Digest::from_str(layer).map_err(|e| resolve(e.to_string()))?;
-        let source: Arc<dyn BlobSource> = Arc::new(RegistryBlob {
-            rt: self.rt.clone(),
-            client,
-            reference,
-            digest,
-        });
+        let source: Arc<dyn BlobSource> =
+            Arc::new(RegistryBlob::new(self.rt.clone(), client, reference, digest));
         let mut sopts = soci_fs::SpanOptions::default();
         sopts.max_span_verification_retries = self.opts.max_span_verification_retries;
         let spans = soci_fs::SpanManager::new(
