@@ -3,7 +3,7 @@
 
 usage: make-test-image.py OUT_LAYOUT_DIR TAG --kind {small,large,multi}
                           [--size-mb N] [--docker-media-types] [--synthetic]
-                          [--seed S] [--json]
+                          [--seed S] [--note TEXT] [--json]
 
 Kinds (all runnable on the host architecture, from Debian's static busybox):
   small  one layer, < 10 MiB: /bin/busybox + applet symlinks, /etc/soci-test-release,
@@ -463,7 +463,7 @@ def big_layer(i, target, blobs, seed, synthetic):
     return layer
 
 
-def large_layers(blobs, seed, size_mb, n_big, synthetic, kind="large"):
+def large_layers(blobs, seed, size_mb, n_big, synthetic, kind="large", note=None):
     target = max(24 * MiB, size_mb * MiB // n_big)
     layers = []
     for i in range(1, n_big + 1):
@@ -477,6 +477,8 @@ def large_layers(blobs, seed, size_mb, n_big, synthetic, kind="large"):
         Entry("data/opaque/.wh..wh..opq", "file", 0o644, src=b""),
         Entry("data/opaque/c.txt", "file", 0o644, src=b"visible in the opaque dir\n"),
     ]
+    if note is not None:
+        whiteouts.append(Entry("etc/soci-test-note", "file", 0o644, src=(note + "\n").encode()))
     layers.append(top_layer(kind, layers, blobs, "/data/big2/ready.bin" if n_big >= 2
                             else "/data/big1/ready.bin", whiteouts))
     return layers
@@ -564,6 +566,8 @@ def main():
     ap.add_argument("--synthetic", action="store_true",
                     help="large/multi: generated file trees instead of host trees")
     ap.add_argument("--seed", type=int, default=1, help="PRNG seed for generated data")
+    ap.add_argument("--note", help="large: add /etc/soci-test-note with this text to the top layer only "
+                    "(images with the same seed and size then share every big layer)")
     ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     args = ap.parse_args()
 
@@ -578,7 +582,7 @@ def main():
         layers = small_layers(blobs, args.seed)
     elif args.kind == "large":
         n_big = max(3, -(-args.size_mb // 160))
-        layers = large_layers(blobs, args.seed, args.size_mb, n_big, args.synthetic)
+        layers = large_layers(blobs, args.seed, args.size_mb, n_big, args.synthetic, note=args.note)
     else:
         layers = large_layers(blobs, args.seed, 24, 1, args.synthetic, "multi")
 
