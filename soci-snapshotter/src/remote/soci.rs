@@ -472,8 +472,12 @@ impl RemoteLayers for Soci {
         let reference = Reference::from_str(image).map_err(|e| resolve(e.to_string()))?;
         let client = self.client(&reference)?;
         let digest = Digest::from_str(layer).map_err(|e| resolve(e.to_string()))?;
-        let source: Arc<dyn BlobSource> =
-            Arc::new(RegistryBlob::new(self.rt.clone(), client, reference, digest));
+        let source: Arc<dyn BlobSource> = Arc::new(RegistryBlob::new(
+            self.rt.clone(),
+            client,
+            reference,
+            digest,
+        ));
         let mut sopts = soci_fs::SpanOptions::default();
         sopts.max_span_verification_retries = self.opts.max_span_verification_retries;
         let spans = soci_fs::SpanManager::new(
