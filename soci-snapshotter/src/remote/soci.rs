@@ -40,8 +40,25 @@ pub struct SociOptions {
     pub background_fetch_disable: bool,
     /// `[background_fetch]` as soci-fs options.
     pub background_fetch: soci_fs::BackgroundFetchOptions,
-    /// `[http].MaxRetries`.
+    /// `[http]`: the client for SOCI indexes, zTOCs and whole-layer downloads.
+    pub http: ClientTuning,
+    /// `[blob]` (each value defaulting to `[http]`'s): the client for lazy range reads.
+    pub blob: ClientTuning,
+}
+
+/// Retry and timeout settings of one registry client (§5.12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTuning {
+    /// Retries after the first attempt.
     pub max_retries: u32,
+    /// First backoff.
+    pub min_wait: std::time::Duration,
+    /// Backoff cap.
+    pub max_wait: std::time::Duration,
+    /// Timeout of one attempt.
+    pub request_timeout: std::time::Duration,
+    /// TCP connect timeout.
+    pub dial_timeout: std::time::Duration,
 }
 
 impl SociOptions {
@@ -75,9 +92,26 @@ impl SociOptions {
                     std::time::Duration::from_secs(b.emit_metric_period_sec.max(1) as u64);
                 o
             },
-            max_retries: c.http.max_retries.max(0) as u32,
+            http: ClientTuning {
+                max_retries: c.http.max_retries.max(0) as u32,
+                min_wait: msec(c.http.min_wait_msec),
+                max_wait: msec(c.http.max_wait_msec),
+                request_timeout: msec(c.http.request_timeout_msec),
+                dial_timeout: msec(c.http.dial_timeout_msec),
+            },
+            blob: ClientTuning {
+                max_retries: c.blob.max_retries.max(0) as u32,
+                min_wait: msec(c.blob.min_wait_msec),
+                max_wait: msec(c.blob.max_wait_msec),
+                request_timeout: msec(c.blob.fetching_timeout_sec.saturating_mul(1000)),
+                dial_timeout: msec(c.http.dial_timeout_msec),
+            },
         }
     }
+}
+
+fn msec(v: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(v.max(0) as u64)
 }
 
 /// SOCI artifacts of one image (one platform manifest).
@@ -155,20 +189,31 @@ impl Soci {
         })
     }
 
-    fn client(&self, reference: &Reference) -> Result<Client, RemoteError> {
+    /// The registry client of `reference`'s host: with the `[blob]` settings for lazy range reads
+    /// (`blob`), else with the `[http]` ones.
+    fn client(&self, reference: &Reference, blob: bool) -> Result<Client, RemoteError> {
         let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = m.get(reference.registry()) {
+        let key = format!(
+            "{}{}",
+            if blob { "blob:" } else { "" },
+            reference.registry()
+        );
+        if let Some(c) = m.get(&key) {
             return Ok(c.clone());
         }
+        let t = if blob { self.opts.blob } else { self.opts.http };
         let mut b = Client::builder();
         b.plain_http(soci_registry::PlainHttp::Loopback);
         b.auth(soci_registry::Auth::docker_config());
-        b.max_retries(self.opts.max_retries);
+        b.max_retries(t.max_retries);
+        b.retry_wait(t.min_wait, t.max_wait);
+        b.request_timeout(t.request_timeout);
+        b.dial_timeout(t.dial_timeout);
         b.user_agent(format!("soci-snapshotter/{}", env!("CARGO_PKG_VERSION")));
         let c = b
             .build()
             .map_err(|e| RemoteError::other("building registry client", chain(&e)))?;
-        m.insert(reference.registry().to_string(), c.clone());
+        m.insert(key, c.clone());
         Ok(c)
     }
 
@@ -222,7 +267,7 @@ impl Soci {
     ) -> Result<Arc<ImageArtifacts>, String> {
         let reference = Reference::from_str(image)
             .map_err(|e| format!("invalid image reference {image:?}: {e}"))?;
-        let client = self.client(&reference).map_err(|e| e.to_string())?;
+        let client = self.client(&reference, false).map_err(|e| e.to_string())?;
         let manifest_digest = Digest::from_str(manifest)
             .map_err(|e| format!("invalid manifest digest {manifest:?}: {e}"))?;
         let index_digest =
@@ -470,7 +515,7 @@ impl RemoteLayers for Soci {
             .ok_or_else(|| resolve(format!("ztoc {ztoc_digest} not in the local store")))?;
         let ztoc = soci_ztoc::Ztoc::from_bytes(&ztoc_bytes).map_err(|e| resolve(chain(&e)))?;
         let reference = Reference::from_str(image).map_err(|e| resolve(e.to_string()))?;
-        let client = self.client(&reference)?;
+        let client = self.client(&reference, true)?;
         let digest = Digest::from_str(layer).map_err(|e| resolve(e.to_string()))?;
         let source: Arc<dyn BlobSource> = Arc::new(RegistryBlob::new(
             self.rt.clone(),
@@ -568,7 +613,7 @@ impl RemoteLayers for Soci {
         let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
         let reference =
             Reference::from_str(image).map_err(|e| RemoteError::other("parsing image ref", e))?;
-        let client = self.client(&reference)?;
+        let client = self.client(&reference, false)?;
         let digest =
             Digest::from_str(layer).map_err(|e| RemoteError::other("parsing layer digest", e))?;
         let size = labels
