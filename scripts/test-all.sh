@@ -74,6 +74,11 @@ if [ -x scripts/e2e.sh ]; then
   scripts/e2e.sh
 fi
 
+if [ -x scripts/e2e-more.sh ]; then
+  step "end-to-end, more §8 scenarios (sparse/invalid/wrong/dangling index, shared layers, outage, configs)"
+  scripts/e2e-more.sh
+fi
+
 STEP="done"
 echo
 echo "all checks passed in $(( $(date +%s) - START ))s"
