@@ -125,6 +125,10 @@ pub struct LayerFs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     modes: Mutex<OpenModes>,
+    /// Serialises the open-mode decision (passthrough or cached) with its registration: the
+    /// kernel fails an open with EIO when two opens of one inode use different modes or
+    /// different backing files, which concurrent opens could otherwise produce.
+    open_lock: Mutex<()>,
     next_fh: AtomicU64,
     verified: Mutex<HashSet<u32>>,
     last_error: Mutex<Option<String>>,
@@ -188,6 +192,7 @@ impl LayerFs {
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             modes: Mutex::new(OpenModes::default()),
+            open_lock: Mutex::new(()),
             next_fh: AtomicU64::new(1),
             verified: Mutex::new(HashSet::new()),
             last_error: Mutex::new(None),
@@ -503,18 +508,23 @@ impl Filesystem for LayerFs {
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
             }
             Some(Target::Node(id, n)) if n.kind == Kind::File => {
+                let decision = self.open_lock.lock();
                 if let Some(backing) = self.try_passthrough(id, n, &reply) {
-                    {
+                    let backing = {
                         let mut modes = self.modes.lock();
-                        let e = modes.passthrough.entry(id).or_insert((backing.clone(), 0));
+                        let e = modes.passthrough.entry(id).or_insert((backing, 0));
                         e.1 += 1;
+                        let shared = e.0.clone();
                         modes.pt_handles.insert(fh, id);
-                    }
+                        shared
+                    };
+                    drop(decision);
                     self.spans.metrics().add(|m| &m.passthrough_opens, 1);
                     reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
                     return;
                 }
                 *self.modes.lock().cached.entry(id).or_insert(0) += 1;
+                drop(decision);
                 self.handles.lock().insert(
                     fh,
                     Arc::new(Handle {

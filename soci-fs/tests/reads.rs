@@ -320,6 +320,54 @@ fn background_fetch_then_passthrough() {
     }
 }
 
+/// Regression (e2e-more shared-layers scenario): concurrent first opens of a file whose spans
+/// are all local raced on the passthrough decision; the kernel failed one open with EIO when
+/// two opens of one inode got different backing files or modes.
+#[test]
+fn r_concurrent_opens_of_a_local_file_all_succeed() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let m = common::mount_default(&layer);
+    let fetcher = BackgroundFetcher::new(BackgroundFetchOptions::default());
+    assert!(fetcher.add_layer(&m.spans));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (0..m.spans.span_count()).any(|id| {
+        !matches!(
+            m.spans.state(id),
+            SpanState::Fetched | SpanState::Uncompressed
+        )
+    }) {
+        assert!(Instant::now() < deadline, "background fetch did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fetcher.stop();
+    let big = m.path().join("big.bin");
+    for round in 0..5 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (big.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    // Keep every handle open until all threads have opened theirs.
+                    let f = std::fs::File::open(&path);
+                    barrier.wait();
+                    let mut data = Vec::new();
+                    f.and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
+                        .map(|_| data)
+                })
+            })
+            .collect();
+        for h in handles {
+            let data = h
+                .join()
+                .expect("thread")
+                .unwrap_or_else(|e| panic!("round {round}: concurrent open/read failed: {e}"));
+            assert_eq!(data, common::big_content(), "round {round}");
+        }
+    }
+}
+
 #[test]
 fn prefetch_spans_at_mount() {
     skip_without_fuse!();
