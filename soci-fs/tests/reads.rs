@@ -264,11 +264,8 @@ fn single_flight_under_many_waiters() {
     }
 }
 
-#[test]
-fn background_fetch_then_passthrough() {
-    skip_without_fuse!();
-    let layer = common::fixture_layer();
-    let m = common::mount_default(&layer);
+/// Runs the background fetcher until every span of the mount is local; returns the fetcher.
+fn fetch_everything(m: &common::Mounted) -> BackgroundFetcher {
     let fetcher = BackgroundFetcher::new(BackgroundFetchOptions::default());
     assert!(fetcher.add_layer(&m.spans));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -281,6 +278,15 @@ fn background_fetch_then_passthrough() {
         assert!(Instant::now() < deadline, "background fetch did not finish");
         std::thread::sleep(Duration::from_millis(20));
     }
+    fetcher
+}
+
+#[test]
+fn background_fetch_then_passthrough() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let m = common::mount_default(&layer);
+    let fetcher = fetch_everything(&m);
     assert_eq!(fetcher.stats().failures, 0);
     assert_eq!(
         m.metrics.snapshot().background_span_fetch_count as u32,
@@ -328,18 +334,7 @@ fn r_concurrent_opens_of_a_local_file_all_succeed() {
     skip_without_fuse!();
     let layer = common::fixture_layer();
     let m = common::mount_default(&layer);
-    let fetcher = BackgroundFetcher::new(BackgroundFetchOptions::default());
-    assert!(fetcher.add_layer(&m.spans));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (0..m.spans.span_count()).any(|id| {
-        !matches!(
-            m.spans.state(id),
-            SpanState::Fetched | SpanState::Uncompressed
-        )
-    }) {
-        assert!(Instant::now() < deadline, "background fetch did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let fetcher = fetch_everything(&m);
     fetcher.stop();
     let big = m.path().join("big.bin");
     for round in 0..5 {
