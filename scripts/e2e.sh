@@ -18,50 +18,21 @@
 set -euo pipefail
 
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-skip() { echo "SKIPPED: $*"; exit 0; }
-fail() { echo "FAIL: $*" >&2; [ -f "${LOG:-/dev/null}" ] && tail -n 30 "$LOG" >&2; exit 1; }
-pass() { echo "ok: $*"; }
+# shellcheck source-path=SCRIPTDIR source=lib/e2e-common.sh
+. "$ROOT_DIR/scripts/lib/e2e-common.sh"
 
-[ "$(id -u)" = 0 ] || skip "needs root"
-[ -e /dev/fuse ] || skip "no /dev/fuse"
-for b in containerd ctr runc docker-registry skopeo python3 curl; do
-  command -v "$b" >/dev/null || skip "missing $b (scripts/install-deps.sh)"
-done
-[ -x /bin/busybox ] || skip "missing /bin/busybox (busybox-static)"
-
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT_DIR/target}
-(cd "$ROOT_DIR" && cargo build ${LOCKED:-} -q -p soci-snapshotter -p soci-cli --bins) || fail "build"
-DAEMON=$CARGO_TARGET_DIR/debug/soci-snapshotter-grpc
-SOCI=$CARGO_TARGET_DIR/debug/soci
-
-started_services=0
-if ! "$ROOT_DIR/scripts/services.sh" status >/dev/null 2>&1; then
-  "$ROOT_DIR/scripts/services.sh" start >/dev/null || fail "services start"
-  started_services=1
-fi
-eval "$("$ROOT_DIR/scripts/services.sh" env)"
-CTR="ctr -a $CONTAINERD_ADDRESS"
+e2e_prereqs containerd ctr runc docker-registry skopeo python3 curl
+e2e_build
+e2e_services
 WORK=$SOCI_E2E_BASE/snap-e2e
 SNAPROOT=$WORK/root
 LOG=$WORK/daemon.log
 METRICS_PORT=${METRICS_PORT:-13380}
 PID=
 
-# Removes everything earlier runs of this script left in containerd (namespaces e2e<pid>-*):
-# containerd shares backend snapshots between namespaces by chain id, so leftovers would keep
-# lazy layers referenced.
-purge_namespaces() {
-  local n
-  for n in $($CTR namespaces ls -q 2>/dev/null | grep -E '^e2e[0-9]+-' || true); do
-    $CTR -n "$n" containers ls -q 2>/dev/null | xargs -r $CTR -n "$n" containers rm >/dev/null 2>&1 || true
-    $CTR -n "$n" images ls -q 2>/dev/null | xargs -r $CTR -n "$n" images rm --sync >/dev/null 2>&1 || true
-    $CTR namespaces rm "$n" >/dev/null 2>&1 || true
-  done
-}
-
 cleanup() {
   set +e
-  purge_namespaces
+  purge_namespaces e2e
   [ -n "$PID" ] && kill -INT "$PID" 2>/dev/null && sleep 1
   [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null
   grep " $SNAPROOT/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
@@ -69,7 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-grep " $SNAPROOT/" /proc/mounts 2>/dev/null | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+unmount_under "$SNAPROOT"
 rm -rf "$WORK"; mkdir -p "$WORK"
 cat >"$WORK/config.toml" <<TOML
 metrics_address = "127.0.0.1:$METRICS_PORT"
@@ -77,35 +48,6 @@ metrics_address = "127.0.0.1:$METRICS_PORT"
 enable = true
 TOML
 
-start_daemon() {
-  : >"$LOG.cur"
-  setsid "$DAEMON" --address "$SOCI_PROXY_SOCKET" --root "$SNAPROOT" --config "$WORK/config.toml" \
-    --log-level debug >"$LOG.cur" 2>&1 </dev/null &
-  PID=$!
-  for _ in $(seq 100); do
-    grep -q 'successfully started' "$LOG.cur" && break
-    kill -0 "$PID" 2>/dev/null || { cat "$LOG.cur" >>"$LOG"; fail "daemon exited at startup"; }
-    sleep 0.1
-  done
-  grep -q 'successfully started' "$LOG.cur" || fail "daemon not ready"
-  # containerd may still be in reconnect backoff towards the proxy socket: wait until a call
-  # reaches us (NotFound) instead of failing with "unavailable".
-  local i
-  for i in $(seq 60); do
-    if $CTR -n probe snapshots --snapshotter soci prepare "probe-$$-$i" >/dev/null 2>&1; then
-      $CTR -n probe snapshots --snapshotter soci rm "probe-$$-$i" >/dev/null 2>&1 || true
-      return 0
-    fi
-    sleep 0.5
-  done
-  fail "containerd cannot reach the proxy snapshotter"
-}
-stop_daemon() { # SIGNAL
-  kill "-$1" "$PID"; wait "$PID" 2>/dev/null || true; PID=
-  cat "$LOG.cur" >>"$LOG"
-}
-fuse_mounts() { grep -c "^soci $SNAPROOT/snapshotter/snapshots/" /proc/mounts || true; }
-ms() { date +%s%3N; }
 
 # Images: one small runnable image, and the same converted with a v2 SOCI index.
 IMG=$REGISTRY/e2e/snap
@@ -119,7 +61,7 @@ V2_INDEX=$(curl -sf -H 'Accept: application/vnd.oci.image.index.v1+json' "http:/
 
 NS=e2e$$
 start_daemon
-purge_namespaces
+purge_namespaces e2e
 
 # 1 plain
 $CTR -n "$NS-plain" images pull --plain-http --snapshotter soci "$IMG:v1" >/dev/null || fail "ctr pull"
