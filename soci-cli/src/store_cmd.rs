@@ -81,10 +81,6 @@ pub(crate) fn read_blob(global: &GlobalOpts, d: &Digest) -> Result<Vec<u8>> {
     }
 }
 
-fn containerd_needed(what: &str) -> anyhow::Error {
-    anyhow!("{what} needs containerd's image store, which this build does not support yet")
-}
-
 pub(crate) fn run_index(cmd: IndexCommand, global: &GlobalOpts) -> Result<()> {
     let db = global.artifacts_db()?;
     match cmd {
@@ -225,14 +221,17 @@ pub(crate) fn ztoc_list(
     image_ref: Option<&str>,
     quiet: bool,
 ) -> Result<()> {
-    if image_ref.is_some() {
-        return Err(containerd_needed("--image-ref"));
-    }
     let db = global.artifacts_db()?;
-    let mut entries = db.entries_of(ArtifactKind::Ztoc)?;
-    if let Some(z) = ztoc_digest {
-        entries.retain(|e| e.digest.as_str() == z);
-    }
+    let entries = match image_ref {
+        Some(r) => image_ztocs(global, &db, r, ztoc_digest)?,
+        None => {
+            let mut entries = db.entries_of(ArtifactKind::Ztoc)?;
+            if let Some(z) = ztoc_digest {
+                entries.retain(|e| e.digest.as_str() == z);
+            }
+            entries
+        }
+    };
     if quiet {
         let mut out = std::io::stdout().lock();
         for e in &entries {
@@ -253,6 +252,55 @@ pub(crate) fn ztoc_list(
         ]);
     }
     print_table(&rows)
+}
+
+/// The zTOC entries of every SOCI index of image `r` (spec §6.2 `ztoc list --image-ref`): each
+/// index recorded for the image is read from the content store and its zTOC descriptors are
+/// looked up in the artifacts DB.
+fn image_ztocs(
+    global: &GlobalOpts,
+    db: &soci_index::store::ArtifactsDb,
+    r: &str,
+    ztoc_digest: Option<&str>,
+) -> Result<Vec<ArtifactEntry>> {
+    let ctd = crate::containerd_io::Containerd::connect(global)?;
+    let (target, _) = ctd.image(r)?;
+    let target = target.digest.as_str();
+    let mut out: Vec<ArtifactEntry> = Vec::new();
+    for e in db.entries_of(ArtifactKind::Index)? {
+        if e.image_digest != target && e.original_digest != target {
+            continue;
+        }
+        let bytes = match global.content_store {
+            ContentStoreKind::Soci => global.soci_store()?.read(&e.digest)?,
+            ContentStoreKind::Containerd => ctd.read(&e.digest)?,
+        };
+        let index = soci_index::Index::from_json(&bytes)
+            .with_context(|| format!("failed to parse soci index {}", e.digest))?;
+        for blob in index.blobs() {
+            if blob.media_type != media_type::ZTOC {
+                continue;
+            }
+            let z = db
+                .get(blob.digest.as_str())
+                .ok()
+                .flatten()
+                .filter(|z| z.kind == ArtifactKind::Ztoc)
+                .ok_or_else(|| {
+                    anyhow!("failed to get ztoc from artifacts store (try running \"soci rebuild-db\" first)")
+                })?;
+            if ztoc_digest.is_some_and(|d| d != z.digest.as_str()) {
+                continue;
+            }
+            if !out.iter().any(|o| o.digest == z.digest) {
+                out.push(z);
+            }
+        }
+    }
+    if ztoc_digest.is_some() && out.is_empty() {
+        bail!("the specified ztoc doesn't exist or is not associated with the specified image");
+    }
+    Ok(out)
 }
 
 /// The zTOC bytes and its DB entry for `ztoc info <digest>` / `get-file`.

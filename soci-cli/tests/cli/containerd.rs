@@ -196,6 +196,34 @@ fn create_push_and_list() {
     assert_eq!(again.matches("(already exists)").count(), 1, "{again}");
     let forced = env.ok(&["create", image, "-q", "--force"]);
     assert_eq!(forced.matches("(already exists)").count(), 0, "{forced}");
+    // ztoc list --image-ref: the zTOCs of the image's indexes, through the DB.
+    let all_ztocs = env.ok(&["ztoc", "list", "-q"]);
+    let image_ztocs = env.ok(&["ztoc", "list", "--image-ref", image, "-q"]);
+    assert_eq!(image_ztocs.lines().count(), 1, "{image_ztocs}");
+    let ztoc = image_ztocs.trim().to_owned();
+    assert!(all_ztocs.lines().any(|l| l == ztoc), "{all_ztocs}");
+    let table = env.ok(&["ztoc", "list", "--image-ref", image, "--ztoc-digest", &ztoc]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("header")
+        .split("  ")
+        .filter(|c| !c.is_empty())
+        .map(str::trim)
+        .collect();
+    assert_eq!(header, ["DIGEST", "SIZE", "LAYER DIGEST"], "{table}");
+    assert!(lines.next().expect("row").starts_with(&ztoc), "{table}");
+    env.fails(
+        &[
+            "ztoc",
+            "list",
+            "--image-ref",
+            image,
+            "--ztoc-digest",
+            "sha256:0000",
+        ],
+        "the specified ztoc doesn't exist or is not associated with the specified image",
+    );
     // All platforms.
     env.ok(&[
         "create",
