@@ -497,3 +497,166 @@ fn registry_lazy_layer_fetches_only_touched_spans_then_completes() {
         .expect("unmount");
     drop(rt);
 }
+
+/// A layer's prefetch artifact (spec §4.4, §5.10): its span ranges, decoded with the
+/// snapshotter's `prefetch_spans`, are fetched right after mount without any file being read; a
+/// corrupt artifact yields no spans and the layer still mounts and reads.
+#[test]
+fn registry_lazy_layer_prefetch_artifact_spans_fetched_at_mount() {
+    use soci_index::{PrefetchArtifact, PrefetchSpan};
+    use soci_snapshotter::remote::soci::prefetch_spans;
+
+    if let Some(reason) = fuse_unavailable() {
+        println!("SKIPPED: {reason}");
+        return;
+    }
+    let reg = match start_registry() {
+        Ok(r) => r,
+        Err(reason) => {
+            println!("SKIPPED: {reason}");
+            return;
+        }
+    };
+
+    let files = files();
+    let tar = build_tar(&files);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).expect("gzip");
+    let blob = gz.finish().expect("gzip");
+    let ztoc = ZtocBuilder::new()
+        .span_size(SPAN)
+        .build(&blob[..])
+        .expect("ztoc");
+    let zinfo = ztoc.zinfo().expect("zinfo");
+    assert!(zinfo.span_count() >= 10, "want a multi-span layer");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .retry_wait(Duration::from_millis(5), Duration::from_millis(50))
+        .build()
+        .expect("client");
+    let host = format!("127.0.0.1:{}", reg.port);
+    let digest = Digest::sha256_of(&blob);
+    let reference = Reference::with_digest(&host, REPO, &digest).expect("reference");
+    rt.block_on(client.push_blob(
+        &reference,
+        Bytes::from(blob.clone()),
+        &PushBlobOptions::new(),
+    ))
+    .expect("push layer");
+
+    let mount_with = |spans: Vec<(u32, u32)>| {
+        let source = Arc::new(Counting {
+            inner: RegistryBlob::new(
+                rt.handle().clone(),
+                client.clone(),
+                reference.clone(),
+                digest.clone(),
+            ),
+            reads: Mutex::new(Vec::new()),
+        });
+        let cache = tempfile::tempdir().expect("cache dir");
+        let mnt = tempfile::tempdir().expect("mountpoint");
+        let sm = SpanManager::new(
+            &ztoc,
+            source.clone() as Arc<dyn BlobSource>,
+            cache.path(),
+            SpanOptions::default(),
+            Arc::new(Metrics::default()),
+        )
+        .expect("span manager");
+        let fs = LayerFs::new(
+            Tree::from_ztoc(&ztoc).expect("tree"),
+            sm,
+            digest.to_string(),
+            FsOptions::default(),
+        );
+        let mut opts = MountOptions::default();
+        opts.prefetch_spans = spans;
+        let mounted = Mounted(
+            Some(soci_fs::mount(fs, mnt.path(), &opts).expect("mount")),
+            mnt.path().to_owned(),
+        );
+        (source, mounted, mnt, cache)
+    };
+
+    // -- a valid artifact: spans 3..=5 and 9 are fetched at mount, nothing is read
+    let artifact =
+        PrefetchArtifact::new(vec![PrefetchSpan::new(3, 5), PrefetchSpan::new(9, 9)]).to_json();
+    let spans = prefetch_spans(Some(&artifact)).expect("valid artifact");
+    assert_eq!(spans, vec![(3, 5), (9, 9)]);
+    let (source, mounted, mnt, _cache) = mount_with(spans);
+    let header = zinfo.header_range();
+    let mut want: Vec<Range<u64>> = vec![header.clone()];
+    want.extend(
+        [3u32, 4, 5, 9]
+            .iter()
+            .map(|&id| zinfo.span(SpanId(id)).expect("span").compressed),
+    );
+    want.sort_by_key(|r| (r.start, r.end));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let mut seen: Vec<Range<u64>> = source.reads().into_iter().map(|(r, _)| r).collect();
+        seen.sort_by_key(|r| (r.start, r.end));
+        if seen.len() >= want.len() || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        seen, want,
+        "BlobSource reads after mount with a prefetch artifact"
+    );
+    assert!(
+        source
+            .reads()
+            .iter()
+            .filter(|(r, _)| *r != header)
+            .all(|(_, k)| *k == RequestKind::Prefetch),
+        "prefetched spans are read as prefetch: {:?}",
+        source.reads()
+    );
+    // The mount still serves files correctly.
+    let got = std::fs::read(mnt.path().join(TARGET)).expect("read target");
+    assert_eq!(
+        &got,
+        &files.iter().find(|(n, _)| n == TARGET).expect("target").1
+    );
+    drop(mounted);
+
+    // -- corrupt, wrong-version, empty, negative and missing artifacts give no spans
+    assert!(prefetch_spans(Some(b"{not json")).is_err());
+    assert!(prefetch_spans(Some(
+        br#"{"version":"2.0","prefetch_spans":[{"start_span":1,"end_span":2}]}"#
+    ))
+    .is_err());
+    assert!(prefetch_spans(Some(br#"{"version":"1.0","prefetch_spans":[]}"#)).is_err());
+    assert!(prefetch_spans(Some(
+        br#"{"version":"1.0","prefetch_spans":[{"start_span":-1,"end_span":2}]}"#
+    ))
+    .is_err());
+    assert!(prefetch_spans(None).is_err());
+    // ... and the layer mounts without prefetch: only the gzip header, then the file reads.
+    let spans = prefetch_spans(Some(b"{not json")).unwrap_or_default();
+    let (source, mounted, mnt, _cache) = mount_with(spans);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        source
+            .reads()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect::<Vec<_>>(),
+        vec![header]
+    );
+    let got = std::fs::read(mnt.path().join(TARGET)).expect("read target");
+    assert_eq!(
+        &got,
+        &files.iter().find(|(n, _)| n == TARGET).expect("target").1
+    );
+    drop(mounted);
+}

@@ -44,6 +44,8 @@ pub struct SociOptions {
     pub http: ClientTuning,
     /// `[blob]` (each value defaulting to `[http]`'s): the client for lazy range reads.
     pub blob: ClientTuning,
+    /// `[prefetch].enable`: fetch the spans of a layer's prefetch artifact right after mount.
+    pub prefetch: bool,
 }
 
 /// Retry and timeout settings of one registry client (§5.12).
@@ -106,6 +108,7 @@ impl SociOptions {
                 request_timeout: msec(c.blob.fetching_timeout_sec.saturating_mul(1000)),
                 dial_timeout: msec(c.http.dial_timeout_msec),
             },
+            prefetch: c.prefetch.enable,
         }
     }
 }
@@ -121,6 +124,31 @@ struct ImageArtifacts {
     index: String,
     /// layer digest → (zTOC digest, zTOC size, disable-xattrs)
     ztocs: HashMap<String, (String, u64, bool)>,
+    /// layer digest → (prefetch artifact digest, size) (spec §4.4).
+    prefetch: HashMap<String, (String, u64)>,
+}
+
+/// Decodes and validates a prefetch artifact blob (spec §4.4) into the inclusive span ranges
+/// soci-fs prefetches at mount. Negative span ids are an error.
+///
+/// # Errors
+///
+/// A message when the blob is missing, malformed, of another version, empty or has negative ids.
+pub fn prefetch_spans(bytes: Option<&[u8]>) -> Result<Vec<(u32, u32)>, String> {
+    let bytes = bytes.ok_or("prefetch artifact not in the local store")?;
+    let a = soci_index::PrefetchArtifact::from_json(bytes).map_err(|e| chain(&e))?;
+    a.prefetch_spans
+        .iter()
+        .map(
+            |s| match (u32::try_from(s.start_span), u32::try_from(s.end_span)) {
+                (Ok(a), Ok(b)) => Ok((a, b)),
+                _ => Err(format!(
+                    "negative span id in prefetch range {}..={}",
+                    s.start_span, s.end_span
+                )),
+            },
+        )
+        .collect()
 }
 
 type Discovery = Arc<OnceLock<Result<Arc<ImageArtifacts>, String>>>;
@@ -399,9 +427,15 @@ impl Soci {
                 );
             }
         }
+        let prefetch = index
+            .prefetch_by_layer()
+            .into_iter()
+            .map(|(layer, d)| (layer.to_string(), (d.digest.to_string(), d.size)))
+            .collect();
         Ok(ImageArtifacts {
             index: index_digest.to_string(),
             ztocs,
+            prefetch,
         })
     }
 }
@@ -478,6 +512,67 @@ impl Soci {
     }
 }
 
+impl Soci {
+    /// The span ranges of `layer`'s prefetch artifact (spec §5.10), empty when prefetch is
+    /// disabled, the layer has none, or the artifact cannot be loaded (warned).
+    fn load_prefetch(&self, arts: &ImageArtifacts, image: &str, layer: &str) -> Vec<(u32, u32)> {
+        let Some((digest, size)) = arts.prefetch.get(layer) else {
+            return Vec::new();
+        };
+        if !self.opts.prefetch {
+            debug!(
+                layerDigest = layer,
+                "Prefetch is disabled in config, skipping prefetch"
+            );
+            return Vec::new();
+        }
+        info!(layerDigest = layer, "Loading prefetch artifact {digest}");
+        let bytes = self
+            .local_get(digest)
+            .or_else(|| self.fetch_artifact(image, digest, *size));
+        match prefetch_spans(bytes.as_deref()) {
+            Ok(spans) => {
+                info!(
+                    layerDigest = layer,
+                    "Successfully loaded prefetch artifact with {} span ranges",
+                    spans.len()
+                );
+                spans
+            }
+            Err(error) => {
+                warn!(
+                    layerDigest = layer,
+                    digest = %digest,
+                    error,
+                    "Failed to execute prefetch, continuing without prefetch"
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// Fetches one SOCI artifact blob missing from the local store and stores it.
+    fn fetch_artifact(&self, image: &str, digest: &str, size: u64) -> Option<Vec<u8>> {
+        let reference = Reference::from_str(image).ok()?;
+        let dg = Digest::from_str(digest).ok()?;
+        let client = self.client(&reference, false).ok()?;
+        info!(digest, "fetching artifact from remote");
+        match self
+            .rt
+            .block_on(client.get_blob(&reference, &dg, Some(size)))
+        {
+            Ok(b) => {
+                self.local_put(digest, &b);
+                Some(b.to_vec())
+            }
+            Err(e) => {
+                warn!(digest, error = %chain(&e), "cannot fetch artifact");
+                None
+            }
+        }
+    }
+}
+
 impl RemoteLayers for Soci {
     fn mount(
         &self,
@@ -543,7 +638,9 @@ impl RemoteLayers for Soci {
         fopts.disable_xattrs = disable_xattrs;
         fopts.statfs_path = Some(self.root.join("soci"));
         let fs = soci_fs::LayerFs::new(tree, spans.clone(), layer, fopts);
-        let handle = soci_fs::mount(fs, mountpoint, &soci_fs::MountOptions::default())
+        let mut mopts = soci_fs::MountOptions::default();
+        mopts.prefetch_spans = self.load_prefetch(&arts, image, layer);
+        let handle = soci_fs::mount(fs, mountpoint, &mopts)
             .map_err(|e| RemoteError::other("mounting layer", chain(&e)))?;
         if let Some(f) = &self.fetcher {
             if self
