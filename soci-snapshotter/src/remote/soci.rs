@@ -783,3 +783,65 @@ impl Drop for Soci {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soci(root: &Path, prefetch: bool) -> (tokio::runtime::Runtime, Soci) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut c = Config::default();
+        c.prefetch.enable = prefetch;
+        c.background_fetch.disable = true;
+        let s = {
+            let _g = rt.enter();
+            Soci::new(root, SociOptions::from_config(&c)).expect("soci")
+        };
+        (rt, s)
+    }
+
+    fn arts(layer: &str, blob: &[u8]) -> ImageArtifacts {
+        ImageArtifacts {
+            index: String::new(),
+            ztocs: HashMap::new(),
+            prefetch: [(
+                layer.to_string(),
+                (Digest::sha256_of(blob).to_string(), blob.len() as u64),
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn load_prefetch_reads_validates_and_honours_enable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layer = Digest::sha256_of(b"layer").to_string();
+        let good = br#"{"version":"1.0","prefetch_spans":[{"start_span":3,"end_span":5},{"start_span":9,"end_span":9,"priority":2}]}"#;
+        let bad = br#"{"version":"2.0","prefetch_spans":[{"start_span":1,"end_span":2}]}"#;
+        let (_rt, s) = soci(dir.path(), true);
+        let d = Digest::sha256_of(good).to_string();
+        s.local_put(&d, good);
+        let d = Digest::sha256_of(bad).to_string();
+        s.local_put(&d, bad);
+        assert_eq!(
+            s.load_prefetch(&arts(&layer, good), "127.0.0.1:1/x/y:t", &layer),
+            vec![(3, 5), (9, 9)]
+        );
+        // Another layer has no artifact; an invalid one only warns.
+        let other = Digest::sha256_of(b"other").to_string();
+        assert!(s
+            .load_prefetch(&arts(&layer, good), "127.0.0.1:1/x/y:t", &other)
+            .is_empty());
+        assert!(s
+            .load_prefetch(&arts(&layer, bad), "127.0.0.1:1/x/y:t", &layer)
+            .is_empty());
+        drop(s);
+        let (_rt, s) = soci(dir.path(), false);
+        assert!(s
+            .load_prefetch(&arts(&layer, good), "127.0.0.1:1/x/y:t", &layer)
+            .is_empty());
+    }
+}
