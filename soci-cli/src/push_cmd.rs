@@ -176,6 +176,9 @@ pub(crate) fn run(args: PushArgs, global: &GlobalOpts) -> Result<()> {
                 .with_context(|| format!("failed to push {}", subject.digest))?;
             }
         }
+        // Existence checks and reads happen here (containerd reads block on their own
+        // runtime); the uploads then run with at most --max-concurrent-uploads in flight.
+        let mut uploads = Vec::new();
         for blob in &blobs {
             let rd = reg_digest(&blob.digest)?;
             if rt.block_on(client.blob_exists(&reference, &rd))?.is_some() {
@@ -184,20 +187,32 @@ pub(crate) fn run(args: PushArgs, global: &GlobalOpts) -> Result<()> {
                 }
                 continue;
             }
-            if !args.quiet {
-                println!("pushing artifact with digest: {}", blob.digest);
-            }
-            let bytes = read(&blob.digest)?;
-            rt.block_on(client.push_blob(
-                &reference,
-                bytes.into(),
-                &soci_registry::PushBlobOptions::new(),
-            ))
-            .with_context(|| format!("failed to push {}", blob.digest))?;
-            if !args.quiet {
-                println!("successfully pushed artifact with digest: {}", blob.digest);
-            }
+            uploads.push((blob.digest.clone(), read(&blob.digest)?));
         }
+        let quiet = args.quiet;
+        let jobs = uploads.into_iter().map(|(digest, bytes)| {
+            let client = client.clone();
+            let reference = reference.clone();
+            async move {
+                if !quiet {
+                    println!("pushing artifact with digest: {digest}");
+                }
+                client
+                    .push_blob(
+                        &reference,
+                        bytes.into(),
+                        &soci_registry::PushBlobOptions::new(),
+                    )
+                    .await
+                    .map_err(|e| anyhow!(e))
+                    .with_context(|| format!("failed to push {digest}"))?;
+                if !quiet {
+                    println!("successfully pushed artifact with digest: {digest}");
+                }
+                Ok(())
+            }
+        });
+        rt.block_on(bounded(upload_limit(args.max_concurrent_uploads), jobs))?;
         if !args.quiet {
             println!("pushing artifact with digest: {index_digest}");
         }
@@ -213,4 +228,74 @@ pub(crate) fn run(args: PushArgs, global: &GlobalOpts) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--max-concurrent-uploads`: 0 means the default, 3.
+fn upload_limit(n: usize) -> usize {
+    if n == 0 {
+        3
+    } else {
+        n
+    }
+}
+
+/// Runs `jobs` with at most `limit` in flight; the first error is returned (the rest are
+/// cancelled).
+async fn bounded<F>(limit: usize, jobs: impl IntoIterator<Item = F>) -> Result<()>
+where
+    F: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for job in jobs {
+        while set.len() >= limit.max(1) {
+            if let Some(r) = set.join_next().await {
+                r??;
+            }
+        }
+        set.spawn(job);
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn uploads_are_bounded() {
+        assert_eq!(upload_limit(0), 3);
+        assert_eq!(upload_limit(5), 5);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for limit in [1, 3] {
+            let now = Arc::new(AtomicUsize::new(0));
+            let max = Arc::new(AtomicUsize::new(0));
+            let jobs = (0..10).map(|_| {
+                let (now, max) = (now.clone(), max.clone());
+                async move {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            });
+            rt.block_on(bounded(limit, jobs)).unwrap();
+            assert_eq!(max.load(Ordering::SeqCst), limit);
+        }
+        let jobs = (0..4).map(|i| async move {
+            if i == 2 {
+                bail!("boom")
+            }
+            Ok(())
+        });
+        assert!(rt.block_on(bounded(2, jobs)).is_err());
+    }
 }

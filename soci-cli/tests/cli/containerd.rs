@@ -272,7 +272,16 @@ fn create_push_and_list() {
         a.push(repo_ref);
         env.ok(&a)
     };
-    let out = push(&[]);
+    // --max-concurrent-uploads 0 means 3; every started upload reports its completion.
+    let out = push(&["--max-concurrent-uploads", "0"]);
+    for l in out.lines() {
+        if let Some(d) = l.strip_prefix("pushing artifact with digest: ") {
+            assert!(
+                out.contains(&format!("successfully pushed artifact with digest: {d}")),
+                "{out}"
+            );
+        }
+    }
     assert!(
         out.contains("checking if a soci index already exists in remote repository..."),
         "{out}"
@@ -297,7 +306,7 @@ fn create_push_and_list() {
         "{out}"
     );
     assert_eq!(n("127.0.0.1:5000"), 1);
-    let out = push(&["--existing-index", "warn"]);
+    let out = push(&["--existing-index", "warn", "--max-concurrent-uploads", "1"]);
     assert!(
         out.contains("[WARN] soci index found in remote repository with digest: sha256:"),
         "{out}"
