@@ -178,6 +178,54 @@ impl BuildFlags {
 }
 
 /// Parses a Go `int64` flag value that must not be negative.
+/// Parses a Go `time.ParseDuration` string (`300ms`, `1.5h`, `2h45m`, `-1s`, `0`) into signed
+/// nanoseconds.
+pub(crate) fn parse_go_duration(value: &str) -> Result<i128> {
+    let err = || anyhow::anyhow!("invalid value \"{value}\" for flag -timeout: parse error");
+    let (neg, mut s) = match value.as_bytes().first() {
+        Some(b'-') => (true, &value[1..]),
+        Some(b'+') => (false, &value[1..]),
+        _ => (false, value),
+    };
+    if s == "0" {
+        return Ok(0);
+    }
+    if s.is_empty() {
+        return Err(err());
+    }
+    let mut total: f64 = 0.0;
+    while !s.is_empty() {
+        let num_end = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let num = &s[..num_end];
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err(err());
+        }
+        let n: f64 = num.parse().map_err(|_| err())?;
+        s = &s[num_end..];
+        let unit_end = s
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(s.len());
+        let scale: f64 = match &s[..unit_end] {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(err()),
+        };
+        s = &s[unit_end..];
+        total += n * scale;
+    }
+    if total > i64::MAX as f64 {
+        return Err(err());
+    }
+    let ns = total.round() as i128;
+    Ok(if neg { -ns } else { ns })
+}
+
 fn parse_size(value: &str, flag: &str, what: &str) -> Result<u64> {
     let v: i64 = match value.trim().parse() {
         Ok(v) => v,
@@ -202,6 +250,26 @@ fn parse_size(value: &str, flag: &str, what: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::parse_size;
+
+    #[test]
+    fn go_durations() {
+        use super::parse_go_duration as d;
+        assert_eq!(d("0").unwrap(), 0);
+        assert_eq!(d("30s").unwrap(), 30_000_000_000);
+        assert_eq!(d("2m").unwrap(), 120_000_000_000);
+        assert_eq!(d("1h30m").unwrap(), 5_400_000_000_000);
+        assert_eq!(d("1.5h").unwrap(), 5_400_000_000_000);
+        assert_eq!(d("300ms").unwrap(), 300_000_000);
+        assert_eq!(d("10us").unwrap(), 10_000);
+        assert_eq!(d("-1s").unwrap(), -1_000_000_000);
+        for bad in ["", "1", "s", "1x", "1..5s", "-", "abc"] {
+            let e = d(bad).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("invalid value \"{bad}\" for flag -timeout: parse error")
+            );
+        }
+    }
 
     #[test]
     fn sizes() {

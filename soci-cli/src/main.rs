@@ -56,7 +56,34 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    // --timeout bounds the whole command (Go: context.WithTimeout when > 0).
+    let timeout = match cli.global.timeout.as_deref().map(global::parse_go_duration) {
+        None => None,
+        Some(Ok(ns)) if ns > 0 => Some(std::time::Duration::from_nanos(
+            u64::try_from(ns).unwrap_or(u64::MAX),
+        )),
+        Some(Ok(_)) => None,
+        Some(Err(e)) => return report(Err(e)),
+    };
+    let Some(timeout) = timeout else {
+        return report(run(cli));
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run(cli));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(result) => report(result),
+        Err(_) => {
+            eprintln!("soci: context deadline exceeded");
+            // The command thread may be blocked in I/O: leave without waiting for it.
+            std::process::exit(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Ztoc(cmd) => ztoc_cmd::run(cmd, &cli.global),
         Command::Index(cmd) => store_cmd::run_index(cmd, &cli.global),
         Command::Prefetch(cmd) => store_cmd::run_prefetch(cmd, &cli.global),
@@ -65,7 +92,10 @@ fn main() -> ExitCode {
         Command::Push(args) => push_cmd::run(args, &cli.global),
         Command::Convert(args) => convert_cmd::run(args, &cli.global),
         Command::Image(cmd) => image_cmd::run(cmd, &cli.global),
-    };
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

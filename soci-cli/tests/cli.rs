@@ -8,6 +8,8 @@ mod containerd;
 mod convert;
 #[path = "cli/store.rs"]
 mod store;
+#[path = "cli/timeout.rs"]
+mod timeout;
 
 mod ztoc {
     use std::io::Write;
