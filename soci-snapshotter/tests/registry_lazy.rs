@@ -257,28 +257,24 @@ impl Drop for Mounted {
     }
 }
 
-fn progress(mnt: &Path, digest: &Digest) -> serde_json::Value {
-    let p = mnt.join(format!(".soci-snapshotter/{digest}.json"));
-    serde_json::from_slice(&std::fs::read(&p).expect("progress file")).expect("progress json")
-}
-
-#[test]
-fn registry_lazy_layer_fetches_only_touched_spans_then_completes() {
+/// The registry for a test, or `None` after printing why the test is SKIPPED.
+fn registry_or_skip() -> Option<Registry> {
     if let Some(reason) = fuse_unavailable() {
         println!("SKIPPED: {reason}");
-        return;
+        return None;
     }
-    let reg = match start_registry() {
-        Ok(r) => r,
+    match start_registry() {
+        Ok(r) => Some(r),
         Err(reason) => {
             println!("SKIPPED: {reason}");
-            return;
+            None
         }
-    };
+    }
+}
 
-    // -- the layer: tar → gzip → zTOC with 64 KiB spans
-    let files = files();
-    let tar = build_tar(&files);
+/// The files as a tar, that tar gzip'd (the layer blob), and its zTOC with `SPAN`-sized spans.
+fn gzip_layer(files: &[(String, Vec<u8>)]) -> (Vec<u8>, Vec<u8>, soci_ztoc::Ztoc) {
+    let tar = build_tar(files);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&tar).expect("gzip");
     let blob = gz.finish().expect("gzip");
@@ -286,6 +282,23 @@ fn registry_lazy_layer_fetches_only_touched_spans_then_completes() {
         .span_size(SPAN)
         .build(&blob[..])
         .expect("ztoc");
+    (tar, blob, ztoc)
+}
+
+fn progress(mnt: &Path, digest: &Digest) -> serde_json::Value {
+    let p = mnt.join(format!(".soci-snapshotter/{digest}.json"));
+    serde_json::from_slice(&std::fs::read(&p).expect("progress file")).expect("progress json")
+}
+
+#[test]
+fn registry_lazy_layer_fetches_only_touched_spans_then_completes() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+
+    // -- the layer: tar → gzip → zTOC with 64 KiB spans
+    let files = files();
+    let (tar, blob, ztoc) = gzip_layer(&files);
     let zinfo = ztoc.zinfo().expect("zinfo");
     let span_count = zinfo.span_count();
     assert!(
@@ -506,27 +519,12 @@ fn registry_lazy_layer_prefetch_artifact_spans_fetched_at_mount() {
     use soci_index::{PrefetchArtifact, PrefetchSpan};
     use soci_snapshotter::remote::soci::prefetch_spans;
 
-    if let Some(reason) = fuse_unavailable() {
-        println!("SKIPPED: {reason}");
+    let Some(reg) = registry_or_skip() else {
         return;
-    }
-    let reg = match start_registry() {
-        Ok(r) => r,
-        Err(reason) => {
-            println!("SKIPPED: {reason}");
-            return;
-        }
     };
 
     let files = files();
-    let tar = build_tar(&files);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).expect("gzip");
-    let blob = gz.finish().expect("gzip");
-    let ztoc = ZtocBuilder::new()
-        .span_size(SPAN)
-        .build(&blob[..])
-        .expect("ztoc");
+    let (_tar, blob, ztoc) = gzip_layer(&files);
     let zinfo = ztoc.zinfo().expect("zinfo");
     assert!(zinfo.span_count() >= 10, "want a multi-span layer");
 
