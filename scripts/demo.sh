@@ -27,7 +27,10 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT_DIR/target}
 SOCI=$CARGO_TARGET_DIR/release/soci
 DAEMON=$CARGO_TARGET_DIR/release/soci-snapshotter-grpc
 
-say "starting a local registry and containerd"
+say "starting a local registry and containerd (fresh state)"
+# A rerun must not find the previous run's images and snapshots in containerd: they would make
+# both pulls no-ops. `clean` stops the services and removes the base dir they created.
+"$ROOT_DIR/scripts/services.sh" clean >/dev/null 2>&1 || true
 "$ROOT_DIR/scripts/services.sh" start >/dev/null
 eval "$("$ROOT_DIR/scripts/services.sh" env)"
 CTR="ctr -a $CONTAINERD_ADDRESS"
@@ -86,7 +89,7 @@ grep -q 'successfully started' "$LOG" || die "daemon did not start"
 sleep 1
 
 say "lazy pull: soci image rpull $IMG:soci"
-NS=demo-lazy
+NS=demo-lazy-$$
 t=$(ms)
 "$SOCI" -a "$CONTAINERD_ADDRESS" -n "$NS" image rpull --plain-http "$IMG:soci"
 T_PULL_SOCI=$(( $(ms) - t ))
