@@ -10,8 +10,8 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
     CreateRequest as LeaseCreateRequest, DeleteRequest as LeaseDeleteRequest, GetImageRequest,
-    Image, Info, InfoRequest, ListImagesRequest, ReadContentRequest, UpdateImageRequest,
-    UpdateRequest, WriteAction, WriteContentRequest,
+    Image, Info, InfoRequest, ListContentRequest, ListImagesRequest, ReadContentRequest,
+    UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
 };
 use soci_index::{Descriptor, Digest};
 use tonic::transport::Channel;
@@ -205,6 +205,33 @@ impl Containerd {
         }
     }
 
+    /// Every blob of the namespace as `(digest, size)`.
+    pub(crate) fn list(&self) -> Result<Vec<(Digest, u64)>> {
+        let mut c = ContentClient::new(self.ch.clone());
+        let req = self.req(ListContentRequest { filters: vec![] });
+        self.rt.block_on(async {
+            let mut stream = c
+                .list(req)
+                .await
+                .map_err(|s| anyhow!("failed to list content: {}", s.message()))?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(m) = stream
+                .message()
+                .await
+                .map_err(|s| anyhow!("failed to list content: {}", s.message()))?
+            {
+                for info in m.info {
+                    // Digests of algorithms we do not know cannot be SOCI artifacts of ours.
+                    if let Ok(d) = Digest::parse(&info.digest) {
+                        out.push((d, u64::try_from(info.size).unwrap_or(0)));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Streams blob `digest` into `out`; returns the number of bytes.
     pub(crate) fn read_to(&self, digest: &Digest, out: &mut dyn Write) -> Result<u64> {
         let mut c = ContentClient::new(self.ch.clone());
@@ -337,6 +364,19 @@ impl Containerd {
             Err(s) if s.code() == Code::NotFound => Ok(()),
             Err(s) => Err(anyhow!("failed to delete {digest}: {}", s.message())),
         }
+    }
+}
+
+/// containerd's content store as `soci rebuild-db` scans it.
+impl soci_index::store::BlobStore for Containerd {
+    fn list_blobs(&self) -> soci_index::store::Result<Vec<(Digest, u64)>> {
+        self.list()
+            .map_err(|e| soci_index::store::Error::Backend(e.into()))
+    }
+
+    fn read_blob(&self, digest: &Digest) -> soci_index::store::Result<Vec<u8>> {
+        self.read(digest)
+            .map_err(|e| soci_index::store::Error::Backend(e.into()))
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use soci_index::store::{ArtifactEntry, ArtifactKind, ContentStore};
+use soci_index::store::{ArtifactEntry, ArtifactKind, BlobStore, ContentStore};
 use soci_index::{media_type, Digest, Manifest, Platform, PrefetchArtifact};
 
 use crate::global::{ContentStoreKind, GlobalOpts};
@@ -335,11 +335,21 @@ pub(crate) fn open_layer(global: &GlobalOpts, entry: &ArtifactEntry) -> Result<s
         .with_context(|| format!("failed to open layer {layer}"))
 }
 
+/// `soci rebuild-db` over the selected content store (the `soci` layout or containerd's).
 pub(crate) fn rebuild_db(global: &GlobalOpts) -> Result<()> {
     let db = global.artifacts_db()?;
-    let store = content_store(global)?;
+    match global.content_store {
+        ContentStoreKind::Soci => rebuild_from(&db, &global.soci_store()?),
+        ContentStoreKind::Containerd => {
+            rebuild_from(&db, &crate::containerd_io::Containerd::connect(global)?)
+        }
+    }
+}
+
+fn rebuild_from(db: &soci_index::store::ArtifactsDb, store: &dyn BlobStore) -> Result<()> {
+    // The platform of a subject manifest, from its config.
     let platform_of = |subject: &soci_index::Descriptor| -> Option<String> {
-        let m = Manifest::from_json(&store.read(&subject.digest).ok()?).ok()?;
+        let m = Manifest::from_json(&store.read_blob(&subject.digest).ok()?).ok()?;
         #[derive(serde::Deserialize)]
         struct C {
             #[serde(default)]
@@ -349,10 +359,10 @@ pub(crate) fn rebuild_db(global: &GlobalOpts) -> Result<()> {
             #[serde(default)]
             variant: String,
         }
-        let c: C = serde_json::from_slice(&store.read(&m.config.digest).ok()?).ok()?;
+        let c: C = serde_json::from_slice(&store.read_blob(&m.config.digest).ok()?).ok()?;
         Some(Platform::new(c.os, c.architecture, c.variant).to_string())
     };
-    soci_index::store::rebuild(&db, &store, &platform_of)?;
+    soci_index::store::rebuild(db, store, &platform_of)?;
     Ok(())
 }
 

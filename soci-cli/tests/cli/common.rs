@@ -52,21 +52,45 @@ pub(crate) fn repo_root() -> PathBuf {
 /// `SKIPPED: ...`) if python3 is missing.
 pub(crate) fn test_image(dir: &Path, kind: &str) -> Option<PathBuf> {
     let out_dir = dir.join(kind);
+    make_image(&out_dir, "t", &["--kind", kind, "--synthetic"]).then_some(out_dir)
+}
+
+/// Adds image `tag` to the layout `out` with scripts/make-test-image.py `args`; false (after
+/// printing `SKIPPED: ...`) if python3 is missing.
+pub(crate) fn make_image(out: &Path, tag: &str, args: &[&str]) -> bool {
     let script = repo_root().join("scripts/make-test-image.py");
     let status = Command::new("python3")
         .arg(&script)
-        .arg(&out_dir)
-        .arg("t")
-        .args(["--kind", kind, "--synthetic"])
+        .arg(out)
+        .arg(tag)
+        .args(args)
         .output();
     match status {
-        Ok(o) if o.status.success() => Some(out_dir),
+        Ok(o) if o.status.success() => true,
         Ok(o) => panic!("make-test-image.py failed: {}", text(&o.stderr)),
         Err(e) => {
             println!("SKIPPED: python3 is needed to build test images: {e}");
-            None
+            false
         }
     }
+}
+
+/// `127.0.0.1:$REGISTRY_PORT` (default 5000): the distribution registry of `scripts/services.sh`.
+pub(crate) fn registry_host() -> String {
+    host_port("REGISTRY_PORT", 5000)
+}
+
+/// `127.0.0.1:$REFERRERS_PORT` (default 5001): the Referrers API registry of `scripts/services.sh`.
+pub(crate) fn referrers_host() -> String {
+    host_port("REFERRERS_PORT", 5001)
+}
+
+fn host_port(var: &str, default: u16) -> String {
+    let port = std::env::var(var)
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(default);
+    format!("127.0.0.1:{port}")
 }
 
 pub(crate) fn json(path: &Path) -> serde_json::Value {

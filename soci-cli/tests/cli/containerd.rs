@@ -5,12 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{have, json, ok, soci, test_image, text};
+use crate::common::{
+    have, json, make_image, ok, referrers_host, registry_host, soci, test_image, text,
+};
 
 struct Env {
     sock: String,
     ns: String,
     root: PathBuf,
+    /// `--content-store`: `soci` or `containerd`.
+    store: &'static str,
 }
 
 impl Env {
@@ -23,7 +27,7 @@ impl Env {
             "--root",
             self.root.to_str().expect("utf8"),
             "--content-store",
-            "soci",
+            self.store,
         ];
         v.extend_from_slice(rest);
         v
@@ -43,9 +47,9 @@ fn services() -> Option<String> {
         println!("SKIPPED: no containerd socket at {sock} (run scripts/services.sh start)");
         return None;
     }
-    for port in [5000, 5001] {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            println!("SKIPPED: no registry on 127.0.0.1:{port} (run scripts/services.sh start)");
+    for host in [registry_host(), referrers_host()] {
+        if std::net::TcpStream::connect(&host).is_err() {
+            println!("SKIPPED: no registry on {host} (run scripts/services.sh start)");
             return None;
         }
     }
@@ -64,10 +68,10 @@ fn run(cmd: &str, args: &[&str]) -> String {
     text(&o.stdout)
 }
 
-/// Number of v1 SOCI referrers of `manifest` in `repo`: via the tag schema on :5000, via the
-/// Referrers API on :5001.
+/// Number of v1 SOCI referrers of `manifest` in `repo`: via the tag schema on the distribution
+/// registry, via the Referrers API on the other one.
 fn referrers(host: &str, repo: &str, manifest: &str) -> usize {
-    let url = if host.ends_with(":5000") {
+    let url = if host == registry_host() {
         format!(
             "http://{host}/v2/{repo}/manifests/{}",
             manifest.replace(':', "-")
@@ -104,7 +108,8 @@ fn create_push_and_list() {
     let ns = format!("soci-cli-test-{id}");
     let layout = format!("oci:{}:t", img.display());
     let mut refs = Vec::new();
-    for host in ["127.0.0.1:5000", "127.0.0.1:5001"] {
+    let (reg, refs_reg) = (registry_host(), referrers_host());
+    for host in [reg.as_str(), refs_reg.as_str()] {
         let r = format!("{host}/{repo}:v1");
         run(
             "skopeo",
@@ -137,6 +142,7 @@ fn create_push_and_list() {
         sock: sock.clone(),
         ns: ns.clone(),
         root: dir.path().join("root"),
+        store: "soci",
     };
     let image = refs[0].as_str();
     // The host platform's manifest digest (the multi image has one for amd64 or arm64 each).
@@ -263,7 +269,7 @@ fn create_push_and_list() {
         1
     );
 
-    // Push policies with the tag-schema fallback (:5000) — counts as in TestPushWithExistingIndices.
+    // Push policies with the tag-schema fallback (distribution registry) — counts as in TestPushWithExistingIndices.
     let repo_ref = image;
     let n = |host: &str| referrers(host, &repo, &manifest);
     let push = |args: &[&str]| {
@@ -294,7 +300,7 @@ fn create_push_and_list() {
         out.contains("successfully pushed artifact with digest: sha256:"),
         "{out}"
     );
-    assert_eq!(n("127.0.0.1:5000"), 1);
+    assert_eq!(n(&reg), 1);
     env.ok(&["create", image, "-q", "--span-size", "1048576"]);
     let out = push(&["--existing-index", "skip"]);
     assert!(
@@ -305,19 +311,19 @@ fn create_push_and_list() {
         out.contains("soci index found in remote repository with digest: sha256:"),
         "{out}"
     );
-    assert_eq!(n("127.0.0.1:5000"), 1);
+    assert_eq!(n(&reg), 1);
     let out = push(&["--existing-index", "warn", "--max-concurrent-uploads", "1"]);
     assert!(
         out.contains("[WARN] soci index found in remote repository with digest: sha256:"),
         "{out}"
     );
     assert!(out.contains(": pushing index anyway"), "{out}");
-    assert_eq!(n("127.0.0.1:5000"), 2);
+    assert_eq!(n(&reg), 2);
     env.ok(&["create", image, "-q", "--span-size", "2097152"]);
     let out = push(&["--existing-index", "allow", "-q"]);
     assert!(!out.contains("checking if"), "{out}");
     assert_eq!(out.lines().count(), 1, "-q prints only the digest: {out}");
-    assert_eq!(n("127.0.0.1:5000"), 3);
+    assert_eq!(n(&reg), 3);
     let out = push(&[]);
     assert!(
         out.contains(
@@ -326,25 +332,25 @@ fn create_push_and_list() {
         "{out}"
     );
     // Pushing the newest index again: the referrers list stays at 3.
-    assert_eq!(n("127.0.0.1:5000"), 3);
+    assert_eq!(n(&reg), 3);
     env.fails(
         &["push", "--existing-index", "maybe", repo_ref],
         "unexpected value for flag existing-index: maybe, expected types [warn skip allow]",
     );
 
-    // The Referrers API registry (:5001): same image under another name.
+    // The Referrers API registry: same image under another name.
     let r2 = refs[1].as_str();
     let out = env.ok(&["push", "--plain-http", r2]);
     assert!(
         out.contains("pushing soci index with digest: sha256:"),
         "{out}"
     );
-    assert_eq!(n("127.0.0.1:5001"), 1);
+    assert_eq!(n(&refs_reg), 1);
 
     // convert (containerd): v2 image, idempotent, in place; --force rebuilds every zTOC.
     let conv = format!("{}-soci", refs[0]);
     env.fails(
-        &["convert", image, "127.0.0.1:5000/x@sha256:0000"],
+        &["convert", image, &format!("{reg}/x@sha256:0000")],
         "the destination image must be a tagged ref",
     );
     let out = env.ok(&[
@@ -401,4 +407,143 @@ fn create_push_and_list() {
         .args(["-a", &sock, "-n", &ns, "images", "rm", &refs[0], &refs[1]])
         .output();
     let _ = soci(&["--version"]);
+}
+
+fn lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+/// `rebuild-db` over containerd's content store (spec §8 TestSociIndexRemove,
+/// TestSociIndexRemoveAndRebuildWithSharedLayers, TestRebuildArtifactsDB): two images sharing
+/// their three big layers, indexes in containerd; removing one image's index and running
+/// containerd's GC then `rebuild-db` drops the orphaned zTOC and keeps the shared ones; a deleted
+/// DB is rediscovered from containerd.
+#[test]
+fn rebuild_db_over_containerd_with_shared_layers() {
+    let Some(sock) = services() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = dir.path().join("shared");
+    for tag in ["a", "b"] {
+        // Same seed and size: identical big layers; the note changes only the top layer.
+        let args = [
+            "--kind",
+            "large",
+            "--synthetic",
+            "--size-mb",
+            "24",
+            "--note",
+            tag,
+        ];
+        if !make_image(&layout, tag, &args) {
+            return;
+        }
+    }
+    let id = std::process::id();
+    let ns = format!("soci-cli-rebuild-{id}");
+    let reg = registry_host();
+    let images: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|tag| {
+            let r = format!("{reg}/soci-cli-test/rebuild-{id}:{tag}");
+            let src = format!("oci:{}:{tag}", layout.display());
+            run(
+                "skopeo",
+                &[
+                    "copy",
+                    "-q",
+                    "--dest-tls-verify=false",
+                    &src,
+                    &format!("docker://{r}"),
+                ],
+            );
+            run(
+                "ctr",
+                &["-a", &sock, "-n", &ns, "images", "pull", "--plain-http", &r],
+            );
+            r
+        })
+        .collect();
+    let (a, b) = (images[0].as_str(), images[1].as_str());
+    let root = dir.path().join("root");
+    let env = Env {
+        sock: sock.clone(),
+        ns: ns.clone(),
+        root: root.clone(),
+        store: "containerd",
+    };
+    // Four zTOCs each (every layer indexed), three of them shared.
+    let out = env.ok(&["create", a, "--min-layer-size", "0", "-q"]);
+    assert_eq!(out.matches(" -> ztoc ").count(), 4, "{out}");
+    let out = env.ok(&["create", b, "--min-layer-size", "0", "-q"]);
+    assert_eq!(out.matches("(already exists)").count(), 3, "{out}");
+    let all = lines(&env.ok(&["ztoc", "list", "-q"]));
+    assert_eq!(all.len(), 5, "{all:?}");
+    let b_ztocs = lines(&env.ok(&["ztoc", "list", "--image-ref", b, "-q"]));
+    let a_ztocs = lines(&env.ok(&["ztoc", "list", "--image-ref", a, "-q"]));
+    assert_eq!((a_ztocs.len(), b_ztocs.len()), (4, 4));
+    let orphan: Vec<&String> = a_ztocs.iter().filter(|z| !b_ztocs.contains(z)).collect();
+    assert_eq!(orphan.len(), 1, "{a_ztocs:?} {b_ztocs:?}");
+    let orphan = orphan[0].clone();
+    let b_index = env.ok(&["index", "list", "-q", "--ref", b]);
+    assert_eq!(b_index.lines().count(), 1, "{b_index}");
+    let b_table = env.ok(&["index", "list", "--ref", b]);
+
+    // rm the first image's index (deleted from containerd), then a synchronous GC.
+    env.ok(&["index", "rm", "--ref", a]);
+    let lease = format!("soci-cli-test-gc-{id}");
+    run(
+        "ctr",
+        &["-a", &sock, "-n", &ns, "leases", "create", "--id", &lease],
+    );
+    run(
+        "ctr",
+        &["-a", &sock, "-n", &ns, "leases", "delete", "--sync", &lease],
+    );
+    let content = run("ctr", &["-a", &sock, "-n", &ns, "content", "ls", "-q"]);
+    assert!(
+        !content.lines().any(|l| l == orphan),
+        "GC collected the orphaned zTOC"
+    );
+    assert!(
+        b_ztocs.iter().all(|z| content.lines().any(|l| l == z)),
+        "the shared zTOCs survive GC"
+    );
+    // Before rebuild-db the DB still lists the collected zTOC.
+    assert!(env.ok(&["ztoc", "list", "-q"]).lines().any(|l| l == orphan));
+    env.ok(&["rebuild-db"]);
+    assert_eq!(lines(&env.ok(&["ztoc", "list", "-q"])), b_ztocs);
+    assert_eq!(
+        lines(&env.ok(&["ztoc", "list", "--image-ref", b, "-q"])),
+        b_ztocs,
+        "the other image's zTOC list is unchanged"
+    );
+    assert_eq!(env.ok(&["index", "list", "-q"]), b_index);
+
+    // A lost DB is rediscovered from containerd: the v1 index with its platform, its zTOCs.
+    std::fs::remove_file(root.join("artifacts.redb")).expect("remove the DB");
+    assert_eq!(env.ok(&["index", "list", "-q"]), "");
+    env.ok(&["rebuild-db"]);
+    assert_eq!(env.ok(&["index", "list", "-q"]), b_index);
+    assert_eq!(lines(&env.ok(&["ztoc", "list", "-q"])), b_ztocs);
+    let platform = |table: &str| -> String {
+        table
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().find(|c| c.starts_with("linux/")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let rebuilt = env.ok(&["index", "list", "--ref", b]);
+    assert!(platform(&b_table).starts_with("linux/"), "{b_table}");
+    assert_eq!(platform(&rebuilt), platform(&b_table), "{rebuilt}");
+    // The rediscovered records serve `ztoc info` by digest.
+    let info: serde_json::Value =
+        serde_json::from_str(&env.ok(&["ztoc", "info", &b_ztocs[0]])).expect("json");
+    assert!(info["num_files"].as_u64().expect("n") > 0);
+
+    let _ = Command::new("ctr")
+        .args(["-a", &sock, "-n", &ns, "images", "rm", a, b])
+        .output();
 }

@@ -350,8 +350,8 @@ fn prefetch_and_xattr_optimization() {
 }
 
 /// The registry started by `scripts/services.sh start` (distribution 2.8, no Referrers API).
-fn registry() -> Option<&'static str> {
-    let addr = "127.0.0.1:5000";
+fn registry() -> Option<String> {
+    let addr = crate::common::registry_host();
     match std::net::TcpStream::connect_timeout(
         &addr.parse().expect("addr"),
         std::time::Duration::from_secs(1),

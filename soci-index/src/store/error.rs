@@ -60,6 +60,11 @@ pub enum Error {
         digest: Digest,
     },
 
+    /// A content store outside this crate (e.g. containerd's, behind [`super::BlobStore`])
+    /// failed.
+    #[error("content store error")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+
     /// The embedded database failed.
     #[error("artifacts database error")]
     Database(#[source] Box<redb::Error>),

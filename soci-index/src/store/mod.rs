@@ -6,7 +6,7 @@
 //! * [`ArtifactsDb`]: one record ([`ArtifactEntry`]) per zTOC, SOCI index and prefetch artifact,
 //!   kept in an embedded ACID database (redb). The Go CLI's bbolt file cannot be shared with it;
 //!   the file is private state that [`rebuild`] can always reconstruct from a content store.
-//! * [`rebuild`]: repairs drift between the two (`soci rebuild-db`).
+//! * [`rebuild`]: repairs drift between the two (`soci rebuild-db`), over any [`BlobStore`].
 
 mod content;
 mod db;
@@ -16,7 +16,7 @@ mod rebuild;
 pub use content::{BlobWriter, ContentStore, OCI_LAYOUT_VERSION};
 pub use db::{ArtifactEntry, ArtifactKind, ArtifactsDb, ARTIFACTS_DB_FILE};
 pub use error::{Error, Result};
-pub use rebuild::{rebuild, RebuildReport};
+pub use rebuild::{rebuild, BlobStore, RebuildReport};
 
 /// Default `--root` of the CLI and the daemon.
 pub const DEFAULT_ROOT: &str = "/var/lib/soci-snapshotter-grpc/";
