@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::metrics::Operation;
 use crate::spans::{SpanManager, SpanState};
 
 /// What to drop when the queue is full.
@@ -80,6 +81,7 @@ pub struct FetcherStats {
 struct Cursor {
     layer: Weak<SpanManager>,
     next: u32,
+    queued: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +165,7 @@ impl BackgroundFetcher {
         q.cursors.push_back(Cursor {
             layer: Arc::downgrade(layer),
             next: 0,
+            queued: Instant::now(),
         });
         self.shared.wake.notify_all();
         true
@@ -263,6 +266,9 @@ impl Shared {
             }
             if c.next >= layer.span_count() {
                 self.layers_done.fetch_add(1, Ordering::Relaxed);
+                layer
+                    .metrics()
+                    .observe(Operation::BackgroundFetch, c.queued.elapsed());
                 tracing::debug!("background fetch of layer complete");
                 continue;
             }

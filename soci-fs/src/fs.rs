@@ -17,7 +17,7 @@ use fuser::{
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Operation};
 use crate::spans::SpanManager;
 use crate::tree::{Kind, Node, Tree, ROOT};
 
@@ -585,10 +585,9 @@ impl Filesystem for LayerFs {
             Ok(data) => {
                 m.add(|m| &m.synchronous_read_count, 1);
                 m.add(|m| &m.synchronous_bytes_served, data.len() as u64);
-                m.add(
-                    |m| &m.synchronous_read_micros,
-                    started.elapsed().as_micros() as u64,
-                );
+                let elapsed = started.elapsed();
+                m.add(|m| &m.synchronous_read_micros, elapsed.as_micros() as u64);
+                m.observe(Operation::SynchronousRead, elapsed);
                 let handle = self.handles.lock().get(&fh.0).cloned();
                 if let Some(h) = handle {
                     let end = offset + data.len() as u64;
@@ -679,6 +678,7 @@ impl Filesystem for LayerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let started = Instant::now();
         let Some(list) = self.dirs.lock().get(&fh.0).cloned() else {
             self.spans.metrics().add(|m| &m.fuse_readdir_failures, 1);
             reply.error(Errno::EBADF);
@@ -695,6 +695,9 @@ impl Filesystem for LayerFs {
             }
         }
         reply.ok();
+        self.spans
+            .metrics()
+            .observe(Operation::NodeReaddir, started.elapsed());
     }
 
     fn releasedir(

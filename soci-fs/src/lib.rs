@@ -17,10 +17,10 @@ mod verify;
 pub use error::{Error, Result};
 pub use fetcher::{BackgroundFetchOptions, BackgroundFetcher, DropPolicy, FetcherStats};
 pub use fs::{FsOptions, LayerFs, OpaqueXattrs, STATE_DIR};
-pub use metrics::{Metrics, MetricsSnapshot};
+pub use metrics::{Metrics, MetricsSnapshot, Observer, Operation};
 pub use mount::{mount, MountHandle, MountOptions};
 pub use source::{
     BlobSource, Fault, FaultInjector, FileSource, RequestKind, RetryPolicy, SourceError,
 };
-pub use spans::{PrefetchHandle, SpanManager, SpanOptions, SpanState};
+pub use spans::{ConcurrencyLimit, Permit, PrefetchHandle, SpanManager, SpanOptions, SpanState};
 pub use tree::Tree;

@@ -1,14 +1,61 @@
-//! Counters of one layer (or shared by several), cheap to bump from any thread.
+//! Counters of one layer (or shared by several), cheap to bump from any thread, and the
+//! [`Observer`] that receives the duration of timed operations.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The timed operations soci-fs reports to an [`Observer`]; [`Operation::name`] is the
+/// `operation_type` of the spec's latency histograms (§5.15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// One FUSE `read` of a file, from request to reply (`synchronous_read`).
+    SynchronousRead,
+    /// One FUSE `readdir` (`node_readdir`).
+    NodeReaddir,
+    /// The background fetcher made the last span of a layer local: time since the layer was
+    /// queued (`background_fetch`).
+    BackgroundFetch,
+}
+
+impl Operation {
+    /// The spec's name of the operation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::SynchronousRead => "synchronous_read",
+            Operation::NodeReaddir => "node_readdir",
+            Operation::BackgroundFetch => "background_fetch",
+        }
+    }
+}
+
+/// Receives the duration of every timed [`Operation`] of the layers whose [`Metrics`] it is
+/// attached to ([`Metrics::with_observer`]). Called on FUSE and fetcher threads: keep it cheap
+/// and non-blocking. The snapshotter implements it over its Prometheus histograms, so soci-fs
+/// needs no metrics library.
+pub trait Observer: Send + Sync {
+    /// `op` took `elapsed`.
+    fn observe(&self, op: Operation, elapsed: Duration);
+}
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident,)*) => {
         /// Atomic counters of a lazily loaded layer. Share one `Arc<Metrics>` between layers to
         /// aggregate. Read them with [`Metrics::snapshot`]; the snapshotter exports them.
-        #[derive(Debug, Default)]
+        #[derive(Default)]
         pub struct Metrics {
             $(pub(crate) $name: AtomicU64,)*
+            observer: Option<Arc<dyn Observer>>,
+        }
+
+        impl std::fmt::Debug for Metrics {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("Metrics")
+                    .field("counters", &self.snapshot())
+                    .field("observer", &self.observer.is_some())
+                    .finish()
+            }
         }
 
         /// A point-in-time copy of [`Metrics`].
@@ -76,6 +123,21 @@ counters! {
 }
 
 impl Metrics {
+    /// Counters at zero that report timed operations to `observer`.
+    pub fn with_observer(observer: Arc<dyn Observer>) -> Metrics {
+        Metrics {
+            observer: Some(observer),
+            ..Metrics::default()
+        }
+    }
+
+    /// Reports that `op` took `elapsed` to the observer, if any.
+    pub(crate) fn observe(&self, op: Operation, elapsed: Duration) {
+        if let Some(o) = &self.observer {
+            o.observe(op, elapsed);
+        }
+    }
+
     pub(crate) fn add(&self, f: fn(&Metrics) -> &AtomicU64, n: u64) {
         f(self).fetch_add(n, Ordering::Relaxed);
     }
@@ -92,5 +154,28 @@ mod tests {
         m.add(|m| &m.bytes_fetched, 7);
         let s = m.snapshot();
         assert_eq!((s.timeouts, s.bytes_fetched, s.source_errors), (2, 7, 0));
+    }
+
+    #[derive(Default)]
+    struct Record(parking_lot::Mutex<Vec<(Operation, Duration)>>);
+
+    impl Observer for Record {
+        fn observe(&self, op: Operation, elapsed: Duration) {
+            self.0.lock().push((op, elapsed));
+        }
+    }
+
+    #[test]
+    fn observer_receives_operations() {
+        let rec = Arc::new(Record::default());
+        let m = Metrics::with_observer(rec.clone());
+        m.observe(Operation::NodeReaddir, Duration::from_micros(3));
+        Metrics::default().observe(Operation::SynchronousRead, Duration::from_micros(1));
+        assert_eq!(
+            *rec.0.lock(),
+            vec![(Operation::NodeReaddir, Duration::from_micros(3))]
+        );
+        assert_eq!(Operation::SynchronousRead.name(), "synchronous_read");
+        assert_eq!(Operation::BackgroundFetch.name(), "background_fetch");
     }
 }

@@ -9,7 +9,7 @@ use fuser::{MountOption, SessionACL, SessionUnmounter};
 
 use crate::error::{Error, Result};
 use crate::fs::LayerFs;
-use crate::spans::SpanManager;
+use crate::spans::{ConcurrencyLimit, SpanManager};
 
 /// How a layer is mounted.
 #[derive(Debug, Clone)]
@@ -22,6 +22,9 @@ pub struct MountOptions {
     /// Span ranges (inclusive) from the layer's prefetch artifact, fetched right after mount.
     /// By default none.
     pub prefetch_spans: Vec<(u32, u32)>,
+    /// Shared bound on the layers prefetching at once (`[prefetch].max_concurrency`): the
+    /// prefetch of this layer waits for a permit. By default none (no bound).
+    pub prefetch_limit: Option<Arc<ConcurrencyLimit>>,
     /// Mount source shown in `/proc/mounts`. By default `soci`.
     pub fs_name: String,
     /// How long [`MountHandle::unmount`] waits for the session to end after a lazy unmount.
@@ -35,6 +38,7 @@ impl Default for MountOptions {
             allow_other: true,
             fuse_threads: 8,
             prefetch_spans: Vec::new(),
+            prefetch_limit: None,
             fs_name: "soci".into(),
             unmount_timeout: Duration::from_secs(5),
         }
@@ -92,7 +96,7 @@ pub fn mount(
         timeout: opts.unmount_timeout,
     };
     if !opts.prefetch_spans.is_empty() {
-        match spans.prefetch(&opts.prefetch_spans) {
+        match spans.prefetch_limited(&opts.prefetch_spans, opts.prefetch_limit.clone()) {
             Ok(p) => drop(p),
             Err(e) => {
                 tracing::warn!(error = %e, "Failed to execute prefetch, continuing without prefetch")

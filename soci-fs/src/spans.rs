@@ -350,6 +350,18 @@ impl SpanManager {
     /// artifact's `prefetch_spans`) into the decompressed cache, in order, with up to
     /// `available_parallelism` threads. Returns at once; join the handle to wait.
     pub fn prefetch(&self, ranges: &[(u32, u32)]) -> Result<PrefetchHandle> {
+        self.prefetch_limited(ranges, None)
+    }
+
+    /// [`SpanManager::prefetch`], but the prefetch waits for a permit of `limit` (when given)
+    /// before fetching anything and holds it until every span was attempted, so that at most
+    /// `limit`'s number of layers prefetch at once (`[prefetch].max_concurrency`, spec §5.10).
+    /// Returns at once; invalid ranges are reported before any waiting.
+    pub fn prefetch_limited(
+        &self,
+        ranges: &[(u32, u32)],
+        limit: Option<Arc<ConcurrencyLimit>>,
+    ) -> Result<PrefetchHandle> {
         let max = self.span_count().saturating_sub(1);
         let mut ids = Vec::new();
         for &(start, end) in ranges {
@@ -360,31 +372,15 @@ impl SpanManager {
         }
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(*id));
-        let n = ids.len();
-        let queue = Arc::new(Mutex::new(VecDeque::from(ids)));
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(n);
-        let mut threads = Vec::new();
-        for _ in 0..workers {
-            let q = queue.clone();
-            let me = self.me.clone();
-            let t = std::thread::Builder::new()
-                .name("soci-prefetch".into())
-                .spawn(move || loop {
-                    let Some(id) = q.lock().pop_front() else {
-                        return;
-                    };
-                    let Some(mgr) = me.upgrade() else { return };
-                    if let Err(e) = mgr.ensure(id, Want::Uncompressed, RequestKind::Prefetch) {
-                        tracing::warn!(span = id, error = %e, "prefetch of span failed; continuing");
-                    }
-                })
-                .map_err(Error::io("spawning a prefetch thread"))?;
-            threads.push(t);
-        }
-        tracing::debug!(spans = n, workers, "prefetch started");
-        Ok(PrefetchHandle { threads })
+        let me = self.me.clone();
+        let t = std::thread::Builder::new()
+            .name("soci-prefetch".into())
+            .spawn(move || {
+                let _permit = limit.as_ref().map(|l| l.acquire());
+                run_prefetch(&me, ids);
+            })
+            .map_err(Error::io("spawning a prefetch thread"))?;
+        Ok(PrefetchHandle { threads: vec![t] })
     }
 
     fn span(&self, id: u32) -> Result<soci_ztoc::Span> {
@@ -625,6 +621,88 @@ impl SpanManager {
 
     pub(crate) fn cache_dir(&self) -> &Path {
         self.cache.dir()
+    }
+}
+
+/// Fetches `ids` into the decompressed cache with up to `available_parallelism` threads and
+/// returns when every span was attempted.
+fn run_prefetch(me: &Weak<SpanManager>, ids: Vec<u32>) {
+    let n = ids.len();
+    let queue = Mutex::new(VecDeque::from(ids));
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(n);
+    tracing::debug!(spans = n, workers, "prefetch started");
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let spawned = std::thread::Builder::new()
+                .name("soci-prefetch".into())
+                .spawn_scoped(scope, || loop {
+                    let Some(id) = queue.lock().pop_front() else {
+                        return;
+                    };
+                    let Some(mgr) = me.upgrade() else { return };
+                    if let Err(e) = mgr.ensure(id, Want::Uncompressed, RequestKind::Prefetch) {
+                        tracing::warn!(span = id, error = %e, "prefetch of span failed; continuing");
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot spawn a prefetch thread");
+            }
+        }
+    });
+    // With no worker spawned at all, prefetch on this thread.
+    while let Some(id) = queue.lock().pop_front() {
+        let Some(mgr) = me.upgrade() else { return };
+        if let Err(e) = mgr.ensure(id, Want::Uncompressed, RequestKind::Prefetch) {
+            tracing::warn!(span = id, error = %e, "prefetch of span failed; continuing");
+        }
+    }
+}
+
+/// A counting semaphore shared by layers: bounds how many of them run some work (prefetch) at
+/// once. `ConcurrencyLimit::new(0)` never waits.
+#[derive(Debug)]
+pub struct ConcurrencyLimit {
+    max: usize,
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl ConcurrencyLimit {
+    /// At most `max` permits held at once; 0 means unlimited.
+    pub fn new(max: usize) -> ConcurrencyLimit {
+        ConcurrencyLimit {
+            max,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a permit; it is given back when the guard drops.
+    pub fn acquire(&self) -> Permit<'_> {
+        let mut used = self.used.lock();
+        while self.max > 0 && *used >= self.max {
+            self.freed.wait(&mut used);
+        }
+        *used += 1;
+        Permit(self)
+    }
+
+    /// Permits held now.
+    pub fn in_use(&self) -> usize {
+        *self.used.lock()
+    }
+}
+
+/// A permit of a [`ConcurrencyLimit`], released on drop.
+#[derive(Debug)]
+pub struct Permit<'a>(&'a ConcurrencyLimit);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.used.lock() -= 1;
+        self.0.freed.notify_one();
     }
 }
 

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use soci_fs::{
-    BackgroundFetchOptions, BackgroundFetcher, Fault, FsOptions, MountOptions, SpanOptions,
-    SpanState,
+    BackgroundFetchOptions, BackgroundFetcher, BlobSource, ConcurrencyLimit, Fault, FileSource,
+    FsOptions, Metrics, MountOptions, Observer, Operation, RequestKind, SourceError, SpanManager,
+    SpanOptions, SpanState,
 };
 
 fn big_entry(layer: &common::Layer) -> (u64, u64) {
@@ -381,6 +382,182 @@ fn prefetch_spans_at_mount() {
     assert_eq!(m.metrics.snapshot().prefetch_span_fetches, 3);
     assert_eq!(m.spans.state(4), SpanState::Unrequested);
     assert!(m.spans.prefetch(&[(1, 999)]).is_err());
+}
+
+/// Records every operation reported to it.
+#[derive(Default)]
+struct Recorder(parking_lot::Mutex<Vec<(Operation, Duration)>>);
+
+impl Observer for Recorder {
+    fn observe(&self, op: Operation, elapsed: Duration) {
+        self.0.lock().push((op, elapsed));
+    }
+}
+
+impl Recorder {
+    fn count(&self, op: Operation) -> usize {
+        self.0.lock().iter().filter(|(o, _)| *o == op).count()
+    }
+}
+
+#[test]
+fn observer_gets_read_readdir_and_background_fetch_durations() {
+    skip_without_fuse!();
+    let layer = common::fixture_layer();
+    let rec = Arc::new(Recorder::default());
+    let m = common::mount_layer_with(
+        &layer,
+        Metrics::with_observer(rec.clone()),
+        SpanOptions::default(),
+        FsOptions::default(),
+        MountOptions::default(),
+    );
+    assert_eq!(rec.count(Operation::SynchronousRead), 0);
+    assert_eq!(
+        common::read(m.path().join("bin/tool")).expect("tool"),
+        b"#!/bin/sh\necho tool\n"
+    );
+    let reads = rec.count(Operation::SynchronousRead);
+    assert!(reads >= 1, "no synchronous_read observed");
+    assert_eq!(reads as u64, m.metrics.snapshot().synchronous_read_count);
+    let names: Vec<_> = std::fs::read_dir(m.path().join("bin"))
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(names.iter().any(|n| n == "tool"));
+    assert!(
+        rec.count(Operation::NodeReaddir) >= 1,
+        "no node_readdir observed"
+    );
+    assert_eq!(rec.count(Operation::BackgroundFetch), 0);
+    let fetcher = fetch_everything(&m);
+    // The fetcher records the layer when it finds no span left to fetch.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rec.count(Operation::BackgroundFetch) == 0 {
+        assert!(Instant::now() < deadline, "no background_fetch observed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fetcher.stop();
+    assert_eq!(rec.count(Operation::BackgroundFetch), 1);
+}
+
+/// Counts, per layer, the prefetch reads in flight and the most layers seen prefetching at once.
+#[derive(Default)]
+struct Overlap {
+    inflight: [usize; 2],
+    max_layers: usize,
+    done: [usize; 2],
+}
+
+struct Tracked {
+    inner: FileSource,
+    layer: usize,
+    state: Arc<(parking_lot::Mutex<Overlap>, parking_lot::Condvar)>,
+    /// Layer 0's reads wait (up to 10 s) until layer 1 has a read in flight.
+    gate: bool,
+}
+
+impl BlobSource for Tracked {
+    fn read_at(
+        &self,
+        range: std::ops::Range<u64>,
+        kind: RequestKind,
+    ) -> Result<Vec<u8>, SourceError> {
+        if kind != RequestKind::Prefetch {
+            return self.inner.read_at(range, kind);
+        }
+        let (lock, cv) = &*self.state;
+        {
+            let mut s = lock.lock();
+            s.inflight[self.layer] += 1;
+            let active = s.inflight.iter().filter(|n| **n > 0).count();
+            s.max_layers = s.max_layers.max(active);
+            cv.notify_all();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.gate && self.layer == 0 && s.inflight[1] == 0 && s.done[1] == 0 {
+                if cv.wait_until(&mut s, deadline).timed_out() {
+                    break;
+                }
+            }
+        }
+        // Keep the read in flight for a moment so that overlaps would show.
+        std::thread::sleep(Duration::from_millis(5));
+        let r = self.inner.read_at(range, kind);
+        let mut s = lock.lock();
+        s.inflight[self.layer] -= 1;
+        s.done[self.layer] += 1;
+        cv.notify_all();
+        r
+    }
+}
+
+/// Prefetches every span of two layers at once; returns the most layers seen prefetching
+/// together.
+fn prefetch_two_layers(limit: Option<Arc<ConcurrencyLimit>>, gate: bool) -> usize {
+    let layer = common::fixture_layer();
+    let state = Arc::new((
+        parking_lot::Mutex::new(Overlap::default()),
+        parking_lot::Condvar::new(),
+    ));
+    let caches: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("cache"))
+        .collect();
+    let managers: Vec<_> = (0..2)
+        .map(|i| {
+            let src = Tracked {
+                inner: FileSource::open(&layer.blob_path).expect("blob"),
+                layer: i,
+                state: state.clone(),
+                gate,
+            };
+            SpanManager::new(
+                &layer.ztoc,
+                Arc::new(src),
+                caches[i].path(),
+                SpanOptions::default(),
+                Arc::new(Metrics::default()),
+            )
+            .expect("span manager")
+        })
+        .collect();
+    let last = managers[0].span_count() - 1;
+    let handles: Vec<_> = managers
+        .iter()
+        .map(|m| {
+            m.prefetch_limited(&[(0, last)], limit.clone())
+                .expect("prefetch")
+        })
+        .collect();
+    for h in handles {
+        h.wait();
+    }
+    for m in &managers {
+        assert_eq!(
+            m.metrics().snapshot().prefetch_span_fetches,
+            u64::from(m.span_count())
+        );
+        assert!((0..m.span_count()).all(|id| m.state(id) == SpanState::Uncompressed));
+    }
+    if let Some(l) = &limit {
+        assert_eq!(l.in_use(), 0, "permits not given back");
+    }
+    let max = state.0.lock().max_layers;
+    max
+}
+
+#[test]
+fn prefetch_limit_bounds_layers_prefetching_at_once() {
+    // `[prefetch].max_concurrency = 1`: the second layer starts only after the first is done.
+    assert_eq!(
+        prefetch_two_layers(Some(Arc::new(ConcurrencyLimit::new(1))), false),
+        1
+    );
+    // 0 (unlimited) and no limit: both layers prefetch together (layer 0 waits for layer 1).
+    assert_eq!(
+        prefetch_two_layers(Some(Arc::new(ConcurrencyLimit::new(0))), true),
+        2
+    );
+    assert_eq!(prefetch_two_layers(None, true), 2);
 }
 
 #[test]

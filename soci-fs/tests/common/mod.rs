@@ -261,10 +261,21 @@ pub fn mount_layer(
     fs_opts: FsOptions,
     mount_opts: MountOptions,
 ) -> Mounted {
+    mount_layer_with(layer, Metrics::default(), span_opts, fs_opts, mount_opts)
+}
+
+/// [`mount_layer`] with the given counters (e.g. with an observer).
+pub fn mount_layer_with(
+    layer: &Layer,
+    metrics: Metrics,
+    span_opts: SpanOptions,
+    fs_opts: FsOptions,
+    mount_opts: MountOptions,
+) -> Mounted {
     let source = Arc::new(FaultInjector::new(
         FileSource::open(&layer.blob_path).expect("open blob"),
     ));
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(metrics);
     let cache = tempfile::tempdir().expect("cache dir");
     let spans = SpanManager::new(
         &layer.ztoc,
