@@ -6,10 +6,42 @@
 
 use std::sync::{LazyLock, Mutex};
 
+use std::time::Duration;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+/// Operations timed in milliseconds (`soci_fs_operation_duration_milliseconds`, buckets 1, 2, 4,
+/// …, 16384).
+pub const MILLISECOND_OPS: &[&str] = &[
+    "mount",
+    "remote_registry_get",
+    "init_metadata_store",
+    "background_fetch",
+    "ztoc_unmarshal",
+    "fuse_mount",
+    "blob_redirect",
+    "get_layer_size",
+    "soci_index_fetch",
+    "ztoc_fetch",
+];
+
+/// Operations timed in microseconds (`soci_fs_operation_duration_microseconds`, buckets 1, 2,
+/// 4, …, 1024).
+pub const MICROSECOND_OPS: &[&str] = &["node_readdir", "synchronous_read"];
+
+type Histograms = Family<OpLabels, Histogram, fn() -> Histogram>;
+
+fn millisecond_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
+fn microsecond_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
 
 /// Labels `{layer, operation_type}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,8 +67,12 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     /// `soci_fs_operation_count`.
     pub operation_count: Family<OpLabels, Gauge>,
-    /// `soci_fs_operation_duration_milliseconds` (sum only; histogram buckets not yet exported).
+    /// `soci_fs_bytes_served`.
     pub bytes_served: Family<OpLabels, Gauge>,
+    /// `soci_fs_operation_duration_milliseconds`.
+    pub duration_ms: Histograms,
+    /// `soci_fs_operation_duration_microseconds`.
+    pub duration_us: Histograms,
     /// `soci_fs_layer_fetched_size_bytes`.
     pub layer_fetched: Family<LayerLabels, Gauge>,
     /// `soci_fs_layer_size_bytes`.
@@ -50,6 +86,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let bytes_served = Family::<OpLabels, Gauge>::default();
     let layer_fetched = Family::<LayerLabels, Gauge>::default();
     let layer_size = Family::<LayerLabels, Gauge>::default();
+    let duration_ms: Histograms = Family::new_with_constructor(millisecond_histogram);
+    let duration_us: Histograms = Family::new_with_constructor(microsecond_histogram);
+    registry.register(
+        "soci_fs_operation_duration_milliseconds",
+        "latency of file system operations in milliseconds",
+        duration_ms.clone(),
+    );
+    registry.register(
+        "soci_fs_operation_duration_microseconds",
+        "latency of file system operations in microseconds",
+        duration_us.clone(),
+    );
     registry.register(
         "soci_fs_operation_count",
         "count of file system operations",
@@ -72,6 +120,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     // Pre-create the global counters at 0, as upstream does.
     for op in [
+        "fuse_failure_state",
         "fuse_mount_failure_count",
         "local_mount_failure_count",
         "background_fetch_work_queue_evicted",
@@ -86,10 +135,90 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         registry: Mutex::new(registry),
         operation_count,
         bytes_served,
+        duration_ms,
+        duration_us,
         layer_fetched,
         layer_size,
     }
 });
+
+/// Records that `op` took `elapsed` for `layer` (for `soci_index_fetch`, the index digest) in
+/// the histogram of its unit; operations of neither list are ignored.
+pub fn observe(op: &str, layer: &str, elapsed: Duration) {
+    let labels = OpLabels {
+        layer: layer.into(),
+        operation_type: op.into(),
+    };
+    if MICROSECOND_OPS.contains(&op) {
+        METRICS
+            .duration_us
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64() * 1e6);
+    } else if MILLISECOND_OPS.contains(&op) {
+        METRICS
+            .duration_ms
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64() * 1e3);
+    }
+}
+
+/// The per-layer FUSE counters of a layer's soci-fs metrics, by their spec names (§5.15).
+fn layer_counters(s: &soci_fs::MetricsSnapshot) -> [(&'static str, u64); 10] {
+    [
+        ("synchronous_read_count", s.synchronous_read_count),
+        (
+            "synchronous_read_remote_registry_fetch_count",
+            s.on_demand_span_fetches,
+        ),
+        ("background_span_fetch_count", s.background_span_fetch_count),
+        (
+            "background_span_fetch_failure_count",
+            s.background_span_fetch_failure_count,
+        ),
+        ("fuse_node_getattr_failure_count", s.fuse_getattr_failures),
+        (
+            "fuse_node_listxattr_failure_count",
+            s.fuse_listxattr_failures,
+        ),
+        ("fuse_node_lookup_failure_count", s.fuse_lookup_failures),
+        ("fuse_node_open_failure_count", s.fuse_open_failures),
+        ("fuse_node_readdir_failure_count", s.fuse_readdir_failures),
+        ("fuse_file_read_failure_count", s.fuse_read_failures),
+    ]
+}
+
+/// Publishes the counters of one layer (`layer` = its digest): the per-layer
+/// `soci_fs_operation_count` series, `soci_fs_bytes_served{synchronous_bytes_served}`, and
+/// `fuse_failure_state` (global) set to 1 once any FUSE operation of the layer failed.
+pub fn set_layer_counters(layer: &str, s: &soci_fs::MetricsSnapshot) {
+    let mut failed = false;
+    for (op, v) in layer_counters(s) {
+        failed |= op.starts_with("fuse_") && v > 0;
+        METRICS
+            .operation_count
+            .get_or_create(&OpLabels {
+                layer: layer.into(),
+                operation_type: op.into(),
+            })
+            .set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+    METRICS
+        .bytes_served
+        .get_or_create(&OpLabels {
+            layer: layer.into(),
+            operation_type: "synchronous_bytes_served".into(),
+        })
+        .set(i64::try_from(s.synchronous_bytes_served).unwrap_or(i64::MAX));
+    if failed {
+        METRICS
+            .operation_count
+            .get_or_create(&OpLabels {
+                layer: String::new(),
+                operation_type: "fuse_failure_state".into(),
+            })
+            .set(1);
+    }
+}
 
 /// Increments a global (`layer=""`) operation counter.
 pub fn inc_global(op: &str) {
@@ -201,6 +330,136 @@ pub async fn serve(network: &str, address: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    /// `(le, count)` of the bucket lines of histogram `name` for `layer` and `op`, in order
+    /// (prometheus-client writes `le` first:
+    /// `<name>_bucket{le="4.0",layer="…",operation_type="…"} 1`).
+    fn buckets(text: &str, name: &str, layer: &str, op: &str) -> Vec<(String, String)> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let labels = format!("\",layer=\"{layer}\",operation_type=\"{op}\"}} ");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split_once(&labels))
+            .map(|(le, count)| (le.to_string(), count.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn millisecond_histogram_buckets_and_lines() {
+        let layer = "sha256:1111";
+        super::observe("mount", layer, Duration::from_micros(2500));
+        super::observe("mount", layer, Duration::from_millis(20_000));
+        let text = super::encode();
+        assert!(
+            text.contains("# TYPE soci_fs_operation_duration_milliseconds histogram"),
+            "{text}"
+        );
+        let b = buckets(
+            &text,
+            "soci_fs_operation_duration_milliseconds",
+            layer,
+            "mount",
+        );
+        let les: Vec<&str> = b.iter().map(|(le, _)| le.as_str()).collect();
+        assert_eq!(
+            les,
+            [
+                "1.0", "2.0", "4.0", "8.0", "16.0", "32.0", "64.0", "128.0", "256.0", "512.0",
+                "1024.0", "2048.0", "4096.0", "8192.0", "16384.0", "+Inf"
+            ],
+            "{text}"
+        );
+        // Cumulative counts: 2.5 ms falls in le=4 and above; 20 s only in +Inf.
+        let counts: Vec<&str> = b.iter().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(
+            counts,
+            ["0", "0", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "2"]
+        );
+        let count = format!(
+            "soci_fs_operation_duration_milliseconds_count{{layer=\"{layer}\",operation_type=\"mount\"}} 2"
+        );
+        assert!(text.lines().any(|l| l == count), "{text}");
+        let sum = format!(
+            "soci_fs_operation_duration_milliseconds_sum{{layer=\"{layer}\",operation_type=\"mount\"}} 20002.5"
+        );
+        assert!(text.lines().any(|l| l == sum), "{text}");
+    }
+
+    #[test]
+    fn microsecond_histogram_buckets_and_unknown_ops() {
+        let layer = "sha256:2222";
+        super::observe("synchronous_read", layer, Duration::from_micros(3));
+        super::observe("no_such_operation", layer, Duration::from_micros(3));
+        let text = super::encode();
+        let b = buckets(
+            &text,
+            "soci_fs_operation_duration_microseconds",
+            layer,
+            "synchronous_read",
+        );
+        let les: Vec<&str> = b.iter().map(|(le, _)| le.as_str()).collect();
+        assert_eq!(
+            les,
+            [
+                "1.0", "2.0", "4.0", "8.0", "16.0", "32.0", "64.0", "128.0", "256.0", "512.0",
+                "1024.0", "+Inf"
+            ],
+            "{text}"
+        );
+        let counts: Vec<&str> = b.iter().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(
+            counts,
+            ["0", "0", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1"]
+        );
+        assert!(!text.contains("no_such_operation"), "{text}");
+        // Microsecond operations never land in the millisecond histogram.
+        assert!(
+            !text.contains("soci_fs_operation_duration_milliseconds_count{layer=\"sha256:2222\"")
+        );
+    }
+
+    #[test]
+    fn layer_counters_and_failure_state() {
+        let layer = "sha256:3333";
+        let mut s = soci_fs::MetricsSnapshot::default();
+        s.synchronous_read_count = 7;
+        s.on_demand_span_fetches = 2;
+        s.synchronous_bytes_served = 4096;
+        super::set_layer_counters(layer, &s);
+        let text = super::encode();
+        for (op, v) in [
+            ("synchronous_read_count", 7),
+            ("synchronous_read_remote_registry_fetch_count", 2),
+            ("background_span_fetch_count", 0),
+            ("fuse_file_read_failure_count", 0),
+            ("fuse_node_lookup_failure_count", 0),
+        ] {
+            let line =
+                format!("soci_fs_operation_count{{layer=\"{layer}\",operation_type=\"{op}\"}} {v}");
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        let served = format!(
+            "soci_fs_bytes_served{{layer=\"{layer}\",operation_type=\"synchronous_bytes_served\"}} 4096"
+        );
+        assert!(text.lines().any(|l| l == served), "{text}");
+        // fuse_failure_state is pre-created at 0 and set by a failed FUSE operation. (Other
+        // tests of this process may set it too, so only the transition to 1 is checked.)
+        assert!(text.lines().any(|l| l.starts_with(
+            "soci_fs_operation_count{layer=\"\",operation_type=\"fuse_failure_state\"} "
+        )));
+        s.fuse_read_failures = 1;
+        super::set_layer_counters(layer, &s);
+        let text = super::encode();
+        assert!(text.lines().any(|l| l == format!(
+            "soci_fs_operation_count{{layer=\"{layer}\",operation_type=\"fuse_file_read_failure_count\"}} 1"
+        )));
+        assert!(text
+            .lines()
+            .any(|l| l
+                == "soci_fs_operation_count{layer=\"\",operation_type=\"fuse_failure_state\"} 1"));
+    }
+
     #[test]
     fn global_counter_line_format() {
         super::inc_global("fuse_mount_failure_count");

@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use soci_fs::{BlobSource, RequestKind, SourceError};
 use soci_registry::{Client, Digest, Reference};
@@ -46,6 +47,10 @@ pub struct SociOptions {
     pub blob: ClientTuning,
     /// `[prefetch].enable`: fetch the spans of a layer's prefetch artifact right after mount.
     pub prefetch: bool,
+    /// `[prefetch].max_concurrency`: layers prefetching at once (0 = unlimited).
+    pub prefetch_max_concurrency: usize,
+    /// `mount_timeout_sec`: how long a mount waits for its layer to resolve (spec §5.5).
+    pub mount_timeout: Duration,
 }
 
 /// Retry and timeout settings of one registry client (§5.12).
@@ -109,6 +114,8 @@ impl SociOptions {
                 dial_timeout: msec(c.http.dial_timeout_msec),
             },
             prefetch: c.prefetch.enable,
+            prefetch_max_concurrency: usize::try_from(c.prefetch.max_concurrency).unwrap_or(0),
+            mount_timeout: Duration::from_secs(c.mount_timeout_sec.max(1) as u64),
         }
     }
 }
@@ -162,7 +169,11 @@ pub struct Soci {
     images: Mutex<HashMap<String, Discovery>>,
     mounts: Mutex<HashMap<PathBuf, (String, soci_fs::MountHandle)>>,
     fetcher: Option<soci_fs::BackgroundFetcher>,
-    metrics: Arc<soci_fs::Metrics>,
+    /// soci-fs counters per layer digest, kept for the daemon's lifetime (the exported
+    /// per-layer counters are cumulative) and shared by the mounts of one layer.
+    layer_metrics: Mutex<HashMap<String, Arc<soci_fs::Metrics>>>,
+    /// `[prefetch].max_concurrency`, shared by every layer's prefetch.
+    prefetch_limit: Arc<soci_fs::ConcurrencyLimit>,
     /// Images whose first mount already paused the background fetcher.
     paused: Mutex<std::collections::HashSet<String>>,
 }
@@ -204,6 +215,9 @@ impl Soci {
                 opts.background_fetch.clone(),
             ))
         };
+        let prefetch_limit = Arc::new(soci_fs::ConcurrencyLimit::new(
+            opts.prefetch_max_concurrency,
+        ));
         Ok(Soci {
             rt: tokio::runtime::Handle::current(),
             root: root.to_path_buf(),
@@ -212,7 +226,8 @@ impl Soci {
             images: Mutex::new(HashMap::new()),
             mounts: Mutex::new(HashMap::new()),
             fetcher,
-            metrics: Arc::new(soci_fs::Metrics::default()),
+            layer_metrics: Mutex::new(HashMap::new()),
+            prefetch_limit,
             paused: Mutex::new(std::collections::HashSet::new()),
         })
     }
@@ -377,12 +392,18 @@ impl Soci {
         let bytes = match self.local_get(index_digest.as_str()) {
             Some(b) => b,
             None => {
+                let started = Instant::now();
                 let m = client
                     .get_manifest(&reference.to_digest(index_digest))
                     .await
                     .map_err(|e| {
                         format!("cannot fetch soci index {index_digest}: {}", chain(&e))
                     })?;
+                crate::metrics::observe(
+                    "soci_index_fetch",
+                    index_digest.as_str(),
+                    started.elapsed(),
+                );
                 self.local_put(index_digest.as_str(), &m.bytes);
                 m.bytes.to_vec()
             }
@@ -390,6 +411,15 @@ impl Soci {
         let index = soci_index::Index::from_json(&bytes)
             .map_err(|e| format!("cannot parse soci index {index_digest}: {}", chain(&e)))?;
         let mut ztocs = HashMap::new();
+        // zTOC digest → its layer digest (the `layer` label of `ztoc_fetch`).
+        let ztoc_layers: HashMap<String, String> = index
+            .ztocs()
+            .filter_map(|d| {
+                let layer = d.annotations.get("com.amazon.soci.image-layer-digest")?;
+                Some((d.digest.as_str().to_string(), layer.clone()))
+            })
+            .collect();
+        let ztoc_layers = &ztoc_layers;
         let mut futs = Vec::new();
         for d in index.blobs() {
             let digest = d.digest.as_str().to_string();
@@ -401,10 +431,14 @@ impl Soci {
             let size = d.size;
             futs.push(async move {
                 info!(digest = %dg, "fetching artifact from remote");
+                let started = Instant::now();
                 let b = client
                     .get_blob(reference, &dg, Some(size))
                     .await
                     .map_err(|e| format!("cannot fetch artifact {dg}: {}", chain(&e)))?;
+                if let Some(layer) = ztoc_layers.get(dg.as_str()) {
+                    crate::metrics::observe("ztoc_fetch", layer, started.elapsed());
+                }
                 Ok::<(String, bytes::Bytes), String>((dg.to_string(), b))
             });
         }
@@ -475,13 +509,94 @@ impl BlobSource for RegistryBlob {
     fn read_at(&self, range: Range<u64>, _kind: RequestKind) -> Result<Vec<u8>, SourceError> {
         // Called from FUSE or blocking-pool threads only (never a runtime worker).
         let len = range.end.saturating_sub(range.start);
-        self.rt
+        let started = Instant::now();
+        let res = self
+            .rt
             .block_on(
                 self.client
                     .read_range(&self.reference, &self.digest, range.start, len),
             )
             .map(|b| b.to_vec())
-            .map_err(|e| SourceError::Remote(Box::new(e)))
+            .map_err(|e| SourceError::Remote(Box::new(e)));
+        if res.is_ok() {
+            crate::metrics::observe(
+                "remote_registry_get",
+                self.digest.as_str(),
+                started.elapsed(),
+            );
+        }
+        res
+    }
+}
+
+/// The layer's histograms observer: soci-fs reports `synchronous_read`, `node_readdir` and
+/// `background_fetch` through it.
+#[derive(Debug)]
+struct LayerObserver {
+    layer: String,
+}
+
+impl soci_fs::Observer for LayerObserver {
+    fn observe(&self, op: soci_fs::Operation, elapsed: Duration) {
+        crate::metrics::observe(op.name(), &self.layer, elapsed);
+    }
+}
+
+/// Everything resolving one layer (spec §5.6) needs, owned so it can run on its own thread.
+struct ResolveJob {
+    layer: String,
+    ztoc_bytes: Vec<u8>,
+    source: Arc<dyn BlobSource>,
+    cache_parent: PathBuf,
+    span_options: soci_fs::SpanOptions,
+    metrics: Arc<soci_fs::Metrics>,
+}
+
+type Resolved = (Arc<soci_fs::SpanManager>, soci_fs::Tree);
+
+impl ResolveJob {
+    /// Unmarshals the zTOC (`ztoc_unmarshal`), creates the span manager (which reads and checks
+    /// the blob's gzip header from the registry) and builds the tree (`init_metadata_store`).
+    fn run(self) -> Result<Resolved, String> {
+        let t = Instant::now();
+        let ztoc = soci_ztoc::Ztoc::from_bytes(&self.ztoc_bytes).map_err(|e| chain(&e))?;
+        crate::metrics::observe("ztoc_unmarshal", &self.layer, t.elapsed());
+        let spans = soci_fs::SpanManager::new(
+            &ztoc,
+            self.source,
+            &self.cache_parent,
+            self.span_options,
+            self.metrics,
+        )
+        .map_err(|e| chain(&e))?;
+        let t = Instant::now();
+        let tree = soci_fs::Tree::from_ztoc(&ztoc).map_err(|e| chain(&e))?;
+        crate::metrics::observe("init_metadata_store", &self.layer, t.elapsed());
+        Ok((spans, tree))
+    }
+}
+
+/// Runs `job` on its own thread and waits at most `timeout` for it (`mount_timeout_sec`, spec
+/// §5.5). On expiry the error is `timeout waiting for layer <digest> to resolve`; the thread
+/// finishes on its own and its result is dropped.
+fn resolve_within(job: ResolveJob, timeout: Duration) -> Result<Resolved, String> {
+    let layer = job.layer.clone();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("soci-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(job.run());
+        })
+        .map_err(|e| format!("cannot spawn the resolver thread: {e}"))?;
+    match rx.recv_timeout(timeout) {
+        Ok(res) => res,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            info!(timeout = ?timeout, layerDigest = %layer, "timeout waiting for layer to resolve");
+            Err(format!("timeout waiting for layer {layer} to resolve"))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err("the resolver thread ended without a result".into())
+        }
     }
 }
 
@@ -498,8 +613,30 @@ fn required<'a>(
 }
 
 impl Soci {
+    /// The soci-fs counters of `layer` (created with its histogram observer on first use).
+    fn layer_metrics(&self, layer: &str) -> Arc<soci_fs::Metrics> {
+        self.layer_metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(layer.to_string())
+            .or_insert_with(|| {
+                Arc::new(soci_fs::Metrics::with_observer(Arc::new(LayerObserver {
+                    layer: layer.to_string(),
+                })))
+            })
+            .clone()
+    }
+
     /// Updates the per-layer metrics of every mounted layer.
     pub fn refresh_metrics(&self) {
+        for (digest, m) in self
+            .layer_metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            crate::metrics::set_layer_counters(digest, &m.snapshot());
+        }
         for (mp, (digest, h)) in self.mounts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let spans = h.spans();
             crate::metrics::set_layer(
@@ -579,6 +716,7 @@ impl RemoteLayers for Soci {
         mountpoint: &Path,
         labels: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, RemoteError> {
+        let started = Instant::now();
         let image = required(
             labels,
             label::CRI_IMAGE_REF,
@@ -608,7 +746,6 @@ impl RemoteLayers for Soci {
         let ztoc_bytes = self
             .local_get(&ztoc_digest)
             .ok_or_else(|| resolve(format!("ztoc {ztoc_digest} not in the local store")))?;
-        let ztoc = soci_ztoc::Ztoc::from_bytes(&ztoc_bytes).map_err(|e| resolve(chain(&e)))?;
         let reference = Reference::from_str(image).map_err(|e| resolve(e.to_string()))?;
         let client = self.client(&reference, true)?;
         let digest = Digest::from_str(layer).map_err(|e| resolve(e.to_string()))?;
@@ -620,15 +757,15 @@ impl RemoteLayers for Soci {
         ));
         let mut sopts = soci_fs::SpanOptions::default();
         sopts.max_span_verification_retries = self.opts.max_span_verification_retries;
-        let spans = soci_fs::SpanManager::new(
-            &ztoc,
+        let job = ResolveJob {
+            layer: layer.to_string(),
+            ztoc_bytes,
             source,
-            &self.root.join("soci/spancache"),
-            sopts,
-            self.metrics.clone(),
-        )
-        .map_err(|e| resolve(chain(&e)))?;
-        let tree = soci_fs::Tree::from_ztoc(&ztoc).map_err(|e| resolve(chain(&e)))?;
+            cache_parent: self.root.join("soci/spancache"),
+            span_options: sopts,
+            metrics: self.layer_metrics(layer),
+        };
+        let (spans, tree) = resolve_within(job, self.opts.mount_timeout).map_err(resolve)?;
         let mut fopts = soci_fs::FsOptions::default();
         let (a, e, n) = self.opts.fuse_timeouts;
         fopts.attr_timeout = std::time::Duration::from_secs(a);
@@ -640,8 +777,11 @@ impl RemoteLayers for Soci {
         let fs = soci_fs::LayerFs::new(tree, spans.clone(), layer, fopts);
         let mut mopts = soci_fs::MountOptions::default();
         mopts.prefetch_spans = self.load_prefetch(&arts, image, layer);
+        mopts.prefetch_limit = Some(self.prefetch_limit.clone());
+        let fuse_started = Instant::now();
         let handle = soci_fs::mount(fs, mountpoint, &mopts)
             .map_err(|e| RemoteError::other("mounting layer", chain(&e)))?;
+        crate::metrics::observe("fuse_mount", layer, fuse_started.elapsed());
         if let Some(f) = &self.fetcher {
             if self
                 .paused
@@ -658,6 +798,7 @@ impl RemoteLayers for Soci {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(mountpoint.to_path_buf(), (layer.to_string(), handle));
+        crate::metrics::observe("mount", layer, started.elapsed());
         Ok([(label::SOCI_INDEX_DIGEST.to_string(), arts.index.clone())].into())
     }
 
@@ -813,6 +954,70 @@ mod tests {
             )]
             .into(),
         }
+    }
+
+    /// A one-file gzip layer, its zTOC bytes and its blob on disk.
+    fn small_layer(dir: &Path) -> (PathBuf, Vec<u8>) {
+        let mut b = tar::Builder::new(Vec::new());
+        let data = vec![7u8; 300_000];
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f.bin", &data[..]).expect("tar");
+        let tar = b.into_inner().expect("tar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar).expect("gzip");
+        let blob = gz.finish().expect("gzip");
+        let ztoc = soci_ztoc::ZtocBuilder::new()
+            .span_size(65536)
+            .build(&blob[..])
+            .expect("ztoc");
+        let path = dir.join("layer.tar.gz");
+        std::fs::write(&path, &blob).expect("write");
+        (path, ztoc.to_bytes())
+    }
+
+    #[test]
+    fn resolve_within_times_out_on_a_hung_blob_and_records_latencies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (blob, ztoc_bytes) = small_layer(dir.path());
+        let job = |layer: &str, source: Arc<dyn BlobSource>| ResolveJob {
+            layer: layer.to_string(),
+            ztoc_bytes: ztoc_bytes.clone(),
+            source,
+            cache_parent: dir.path().to_path_buf(),
+            span_options: soci_fs::SpanOptions::default(),
+            metrics: Arc::new(soci_fs::Metrics::default()),
+        };
+        let ok_layer = Digest::sha256_of(b"resolves").to_string();
+        let src = Arc::new(soci_fs::FileSource::open(&blob).expect("open"));
+        let (spans, tree) =
+            resolve_within(job(&ok_layer, src), Duration::from_secs(60)).expect("resolve");
+        assert!(spans.span_count() >= 1);
+        assert_eq!(tree.len(), 2, "root and f.bin");
+        let text = crate::metrics::encode();
+        for op in ["ztoc_unmarshal", "init_metadata_store"] {
+            let line = format!(
+                "soci_fs_operation_duration_milliseconds_count{{layer=\"{ok_layer}\",operation_type=\"{op}\"}} 1"
+            );
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        // The registry never answers the gzip header read: the mount gives up after the timeout.
+        let hung = Arc::new(soci_fs::FaultInjector::new(
+            soci_fs::FileSource::open(&blob).expect("open"),
+        ));
+        hung.set_sticky(Some(soci_fs::Fault::Hang));
+        let hung_layer = Digest::sha256_of(b"hangs").to_string();
+        let err = resolve_within(job(&hung_layer, hung.clone()), Duration::from_millis(300))
+            .expect_err("hung blob must time out");
+        assert_eq!(
+            err,
+            format!("timeout waiting for layer {hung_layer} to resolve")
+        );
+        assert!(hung.reads() <= 1);
+        hung.set_sticky(None);
+        hung.release();
     }
 
     #[test]
