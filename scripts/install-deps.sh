@@ -2,7 +2,8 @@
 # Install the system packages that soci-rs's end-to-end tests and demos need on a
 # Debian 12 (bookworm) machine, as root: containerd + runc, a distribution 2.8
 # registry, skopeo, FUSE 3, protoc, flatc, busybox-static and friends, plus Go and Python
-# FlatBuffers for the zTOC cross-check (soci-ztoc/tests/go_crosscheck.rs).
+# FlatBuffers for the zTOC cross-check (soci-ztoc/tests/go_crosscheck.rs), and systemd for
+# systemd-socket-activate (soci-snapshotter/tests/socket_activation.rs).
 #
 # usage: scripts/install-deps.sh        # skips apt entirely if everything is present
 #        FORCE=1 scripts/install-deps.sh  # always run apt-get update + install
@@ -18,12 +19,12 @@ PACKAGES=(
     containerd runc docker-registry skopeo
     fuse3 libfuse3-dev pkg-config protobuf-compiler flatbuffers-compiler
     busybox-static curl python3 iproute2 kmod ca-certificates
-    golang-go python3-flatbuffers
+    golang-go python3-flatbuffers systemd
 )
 # Binaries that must be found on PATH afterwards (one or more per package).
 BINARIES=(
     containerd ctr runc docker-registry skopeo fusermount3 pkg-config protoc flatc
-    busybox curl python3 ip modprobe go
+    busybox curl python3 ip modprobe go systemd-socket-activate
 )
 
 if [ "$(id -u)" -ne 0 ]; then

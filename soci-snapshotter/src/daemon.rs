@@ -33,26 +33,33 @@ pub const REVISION: &str = match option_env!("SOCI_REVISION") {
     None => "unknown",
 };
 
-fn socket_path(address: &str) -> Result<PathBuf> {
+/// Where the gRPC server listens: a unix socket path, or the socket inherited from systemd.
+enum Endpoint {
+    Path(PathBuf),
+    Inherited(std::os::unix::net::UnixListener),
+}
+
+fn endpoint(address: &str) -> Result<Endpoint> {
     if let Some(p) = address.strip_prefix("unix://") {
-        return Ok(PathBuf::from(p));
+        return Ok(Endpoint::Path(PathBuf::from(p)));
     }
     if address.starts_with("fd://") {
-        // Socket activation hands us an inherited fd; adopting it needs unsafe `FromRawFd`,
-        // which this crate forbids. Fall back to the default socket as upstream does with no fds.
-        info!("socket activation (fd://) is not supported; no listener inherited");
+        if let Some(l) = crate::activation::take_listener()? {
+            return Ok(Endpoint::Inherited(l));
+        }
+        info!("socket activation (fd://): no listener inherited from systemd");
         info!(
             address = DEFAULT_ADDRESS,
             "falling back to the default socket"
         );
-        return Ok(PathBuf::from(DEFAULT_ADDRESS));
+        return Ok(Endpoint::Path(PathBuf::from(DEFAULT_ADDRESS)));
     }
     if address.contains("://") {
         return Err(Error::Config(format!(
             "unsupported address scheme in {address:?}"
         )));
     }
-    Ok(PathBuf::from(address))
+    Ok(Endpoint::Path(PathBuf::from(address)))
 }
 
 fn bind(path: &Path) -> Result<UnixListener> {
@@ -138,8 +145,20 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             }
         });
     }
-    let path = socket_path(&opts.address)?;
-    let listener = bind(&path)?;
+    // The socket file is removed at exit only when we created it (systemd owns an inherited one).
+    let (listener, path, owned) = match endpoint(&opts.address)? {
+        Endpoint::Path(p) => (bind(&p)?, p, true),
+        Endpoint::Inherited(l) => {
+            let path = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from(&opts.address));
+            let l = UnixListener::from_std(l)
+                .map_err(|e| Error::Config(format!("inherited socket: {e}")))?;
+            (l, path, false)
+        }
+    };
 
     let (tx, rx) = tokio::sync::oneshot::channel::<bool>();
     tokio::spawn(async move {
@@ -173,7 +192,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         let s = snap.clone();
         let _ = tokio::task::spawn_blocking(move || s.close()).await;
     }
-    let _ = std::fs::remove_file(&path);
+    if owned {
+        let _ = std::fs::remove_file(&path);
+    }
     info!("Exiting");
     res.map_err(|e| Error::Config(format!("grpc server: {e}")))
 }

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
-#![forbid(unsafe_code)]
+// `unsafe` is denied (workspace lints); the one exception is adopting the socket inherited from
+// systemd, in `activation`.
 
+pub mod activation;
 pub mod config;
 pub mod daemon;
 pub mod error;
