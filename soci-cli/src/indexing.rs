@@ -43,7 +43,10 @@ pub(crate) fn build_index(
         builder.optimization(*o);
     }
     let plan = builder.plan(manifest_desc, manifest)?;
-    let jobs: Vec<LayerJob<'_>> = plan.jobs().collect();
+    let mut jobs: Vec<LayerJob<'_>> = plan.jobs().collect();
+    // Largest layer first (longest-processing-time scheduling): a big layer that came last in
+    // manifest order would otherwise run alone on one core at the end.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.layer.size));
 
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Indexed<ParsedZtoc>)>> = Mutex::new(Vec::new());
