@@ -17,6 +17,7 @@ use fuser::{
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::idmap::IdMap;
 use crate::metrics::{Metrics, Operation};
 use crate::spans::SpanManager;
 use crate::tree::{Kind, Node, Tree, ROOT};
@@ -72,6 +73,9 @@ pub struct FsOptions {
     pub passthrough: bool,
     /// Filesystem whose usage `statfs` reports. By default the span cache directory.
     pub statfs_path: Option<PathBuf>,
+    /// Report owners as the host ids of this user-namespace mapping (an id-mapped view of the
+    /// layer for one container, SPEC §5.3.7). By default none: the zTOC's ids.
+    pub id_map: Option<IdMap>,
 }
 
 impl Default for FsOptions {
@@ -85,6 +89,7 @@ impl Default for FsOptions {
             opaque_xattrs: OpaqueXattrs::Both,
             passthrough: true,
             statfs_path: None,
+            id_map: None,
         }
     }
 }
@@ -117,7 +122,7 @@ enum Target<'a> {
 /// One layer served over FUSE. Create with [`LayerFs::new`], mount with [`crate::mount`].
 #[derive(Debug)]
 pub struct LayerFs {
-    tree: Tree,
+    tree: Arc<Tree>,
     spans: Arc<SpanManager>,
     digest: String,
     state_name: Vec<u8>,
@@ -133,6 +138,9 @@ pub struct LayerFs {
     verified: Mutex<HashSet<u32>>,
     last_error: Mutex<Option<String>>,
     passthrough_on: AtomicBool,
+    /// Close the span manager when the session ends (set from
+    /// [`crate::MountOptions::close_spans_on_unmount`]).
+    pub(crate) close_spans: bool,
 }
 
 fn ino_of(id: u32) -> u64 {
@@ -174,13 +182,16 @@ fn errno(e: &Error) -> Errno {
 
 impl LayerFs {
     /// A filesystem serving `tree` with bytes from `spans`. `digest` is the layer digest
-    /// (`sha256:…`), used for the state file name.
+    /// (`sha256:…`), used for the state file name. A tree and span manager may be shared by
+    /// several filesystems (e.g. an id-mapped view next to the plain one, see
+    /// [`LayerFs::shared_tree`] and [`crate::MountOptions::close_spans_on_unmount`]).
     pub fn new(
-        tree: Tree,
+        tree: impl Into<Arc<Tree>>,
         spans: Arc<SpanManager>,
         digest: impl Into<String>,
         opts: FsOptions,
     ) -> Self {
+        let tree = tree.into();
         let digest = digest.into();
         let state_name = format!("{digest}.json").into_bytes();
         Self {
@@ -197,6 +208,7 @@ impl LayerFs {
             verified: Mutex::new(HashSet::new()),
             last_error: Mutex::new(None),
             passthrough_on: AtomicBool::new(false),
+            close_spans: true,
         }
     }
 
@@ -213,6 +225,19 @@ impl LayerFs {
     /// The tree served.
     pub fn tree(&self) -> &Tree {
         &self.tree
+    }
+
+    /// The tree served, to build another filesystem over the same layer.
+    pub fn shared_tree(&self) -> Arc<Tree> {
+        self.tree.clone()
+    }
+
+    /// Host (uid, gid) reported for an entry owned by (`uid`, `gid`) in the layer.
+    fn owner(&self, uid: u32, gid: u32) -> (u32, u32) {
+        match &self.opts.id_map {
+            Some(m) => (m.uid(uid), m.gid(gid)),
+            None => (uid, gid),
+        }
     }
 
     /// Whether the kernel accepted FUSE passthrough at mount time.
@@ -270,6 +295,7 @@ impl LayerFs {
     fn node_attr(&self, id: u32, n: &Node) -> FileAttr {
         let whiteout = n.kind == Kind::Whiteout;
         let size = n.size;
+        let (uid, gid) = self.owner(n.uid, n.gid);
         FileAttr {
             ino: INodeNo(ino_of(id)),
             size,
@@ -285,8 +311,8 @@ impl LayerFs {
                 (n.mode & 0o7777) as u16
             },
             nlink: n.nlink.max(1),
-            uid: n.uid,
-            gid: n.gid,
+            uid,
+            gid,
             rdev: if whiteout {
                 0
             } else {
@@ -303,6 +329,7 @@ impl LayerFs {
         } else {
             0
         };
+        let (uid, gid) = self.owner(0, 0);
         FileAttr {
             ino: INodeNo(if file { INO_STATE_FILE } else { INO_STATE_DIR }),
             size,
@@ -318,8 +345,8 @@ impl LayerFs {
             },
             perm: if file { 0o400 } else { 0o500 },
             nlink: 1,
-            uid: 0,
-            gid: 0,
+            uid,
+            gid,
             rdev: 0,
             blksize: BLOCK as u32,
             flags: 0,
@@ -429,7 +456,9 @@ impl Filesystem for LayerFs {
     }
 
     fn destroy(&mut self) {
-        self.spans.close();
+        if self.close_spans {
+            self.spans.close();
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

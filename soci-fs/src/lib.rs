@@ -7,6 +7,7 @@ mod cache;
 mod error;
 mod fetcher;
 mod fs;
+mod idmap;
 mod metrics;
 mod mount;
 pub mod source;
@@ -17,6 +18,7 @@ mod verify;
 pub use error::{Error, Result};
 pub use fetcher::{BackgroundFetchOptions, BackgroundFetcher, DropPolicy, FetcherStats};
 pub use fs::{FsOptions, LayerFs, OpaqueXattrs, STATE_DIR};
+pub use idmap::{IdMap, IdMapError, IdRange, OVERFLOW_ID};
 pub use metrics::{Metrics, MetricsSnapshot, Observer, Operation};
 pub use mount::{mount, MountHandle, MountOptions};
 pub use source::{

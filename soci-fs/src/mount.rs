@@ -30,6 +30,10 @@ pub struct MountOptions {
     /// How long [`MountHandle::unmount`] waits for the session to end after a lazy unmount.
     /// By default 5 s.
     pub unmount_timeout: Duration,
+    /// Close the layer's span manager on unmount (waiting reads fail at once). Turn off for a
+    /// second mount that shares the span manager with one that stays mounted (an id-mapped
+    /// view). By default true.
+    pub close_spans_on_unmount: bool,
 }
 
 impl Default for MountOptions {
@@ -41,6 +45,7 @@ impl Default for MountOptions {
             prefetch_limit: None,
             fs_name: "soci".into(),
             unmount_timeout: Duration::from_secs(5),
+            close_spans_on_unmount: true,
         }
     }
 }
@@ -53,17 +58,19 @@ pub struct MountHandle {
     thread: Option<JoinHandle<std::io::Result<()>>>,
     spans: Arc<SpanManager>,
     timeout: Duration,
+    close_spans: bool,
 }
 
 /// Mounts `fs` at `mountpoint` (read-only, `suid`, `dev`, no `default_permissions`) and starts
 /// the prefetch of [`MountOptions::prefetch_spans`].
 pub fn mount(
-    fs: LayerFs,
+    mut fs: LayerFs,
     mountpoint: impl AsRef<Path>,
     opts: &MountOptions,
 ) -> Result<MountHandle> {
     let mountpoint = mountpoint.as_ref().to_path_buf();
     let spans = fs.spans().clone();
+    fs.close_spans = opts.close_spans_on_unmount;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName(opts.fs_name.clone()),
@@ -94,6 +101,7 @@ pub fn mount(
         thread: Some(thread),
         spans: spans.clone(),
         timeout: opts.unmount_timeout,
+        close_spans: opts.close_spans_on_unmount,
     };
     if !opts.prefetch_spans.is_empty() {
         match spans.prefetch_limited(&opts.prefetch_spans, opts.prefetch_limit.clone()) {
@@ -118,7 +126,8 @@ impl MountHandle {
         &self.spans
     }
 
-    /// Unmounts. Waiting reads fail at once (EIO); if files are still open the mount is
+    /// Unmounts. Waiting reads fail at once (EIO) unless the span manager is shared
+    /// ([`MountOptions::close_spans_on_unmount`] off); if files are still open the mount is
     /// detached lazily and the session ends when the last one closes (waited for up to
     /// [`MountOptions::unmount_timeout`]).
     pub fn unmount(mut self) -> Result<()> {
@@ -129,7 +138,9 @@ impl MountHandle {
         let Some(mut unmounter) = self.unmounter.take() else {
             return Ok(());
         };
-        self.spans.close();
+        if self.close_spans {
+            self.spans.close();
+        }
         if let Err(e) = unmounter.unmount() {
             tracing::debug!(error = %e, "unmount failed; detaching lazily");
             nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH).map_err(
