@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod filters;
+pub mod idmap;
 pub mod logging;
 pub mod metastore;
 pub mod metrics;

@@ -80,10 +80,10 @@ impl crate::filters::Fields for Info {
 /// The snapshotter.
 #[derive(Debug)]
 pub struct Snapshotter {
-    root: PathBuf,
-    store: MetaStore,
-    remote: Option<Arc<dyn RemoteLayers>>,
-    opts: Options,
+    pub(crate) root: PathBuf,
+    pub(crate) store: MetaStore,
+    pub(crate) remote: Option<Arc<dyn RemoteLayers>>,
+    pub(crate) opts: Options,
     /// Held while a snapshot directory is being created (temp dir → metadata → rename) and while
     /// `Cleanup` scans, so `Cleanup` never mistakes an in-flight `new-*` directory for an orphan.
     dirs: std::sync::Mutex<()>,
@@ -187,8 +187,18 @@ impl Snapshotter {
                 "context has no namespace attached".into(),
             ));
         }
+        let idmap = match target {
+            None => crate::idmap::from_labels(&labels)?,
+            Some(_) => None,
+        };
         let rec = self.create(Kind::Active, key, parent, labels.clone())?;
         let Some(target) = target else {
+            if let Some(map) = idmap {
+                if let Err(e) = self.setup_idmap(key, &rec, &map) {
+                    self.discard_active(key, rec.id);
+                    return Err(e);
+                }
+            }
             return self.mounts_of(key, &rec);
         };
         let Some(remote) = self.remote.clone() else {
@@ -388,9 +398,16 @@ impl Snapshotter {
             ));
             options.push(format!("upperdir={}", self.fs_dir(rec.id).display()));
         }
+        let idmapped = self.is_idmapped(rec);
         let lower: Vec<String> = ancestors
             .iter()
-            .map(|(_, r)| s(self.fs_dir(r.id)))
+            .map(|(_, r)| {
+                s(if idmapped {
+                    self.idmap_dir(r.id, rec.id)
+                } else {
+                    self.fs_dir(r.id)
+                })
+            })
             .collect();
         options.push(format!("lowerdir={}", lower.join(":")));
         if self.opts.userxattr {
@@ -438,6 +455,7 @@ impl Snapshotter {
     }
 
     fn remove_dir(&self, id: u64) {
+        self.remove_idmap_dirs(id);
         let dir = self.dir(id);
         let fs = dir.join("fs");
         if crate::mount::is_mount_point(&fs) {
@@ -561,7 +579,7 @@ impl Snapshotter {
             }
         }
         let Some(remote) = &self.remote else {
-            return Ok(());
+            return self.restore_idmaps();
         };
         for (name, rec) in self.store.list()? {
             if !rec.labels.contains_key(label::REMOTE) {
@@ -579,7 +597,7 @@ impl Snapshotter {
                 info!(key = %name, "mount-point" = %fs.display(), "restored remote snapshot");
             }
         }
-        Ok(())
+        self.restore_idmaps()
     }
 
     /// `Close`: unmount every lazy layer.

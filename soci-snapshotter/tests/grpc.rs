@@ -22,6 +22,8 @@ struct Fake {
     mounted: Mutex<HashSet<PathBuf>>,
     unmounted: Mutex<Vec<PathBuf>>,
     broken: Mutex<bool>,
+    /// Id-mapped views: (source, mount point, mapping).
+    views: Mutex<Vec<(PathBuf, PathBuf, soci_fs::IdMap)>>,
 }
 
 impl RemoteLayers for Fake {
@@ -65,6 +67,23 @@ impl RemoteLayers for Fake {
     }
     fn mounted(&self) -> Vec<PathBuf> {
         self.mounted.lock().unwrap().iter().cloned().collect()
+    }
+    fn mount_idmapped(
+        &self,
+        source: &Path,
+        mp: &Path,
+        map: &soci_fs::IdMap,
+    ) -> Result<(), RemoteError> {
+        if !self.mounted.lock().unwrap().contains(source) {
+            return Err(RemoteError::Unavailable("source not mounted".into()));
+        }
+        assert!(mp.is_dir(), "the view's mount point exists");
+        self.mounted.lock().unwrap().insert(mp.to_path_buf());
+        self.views
+            .lock()
+            .unwrap()
+            .push((source.to_path_buf(), mp.to_path_buf(), map.clone()));
+        Ok(())
     }
 }
 
@@ -330,4 +349,197 @@ async fn metadata_survives_restart() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
+}
+
+fn option<'a>(m: &'a containerd_client::types::Mount, key: &str) -> &'a str {
+    m.options
+        .iter()
+        .find_map(|o| o.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {:?}", m.options))
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(p).unwrap();
+    (md.uid(), md.gid())
+}
+
+/// Id-mapped rootfs (spec §5.3.7) over a lazy, a local and a containerd-applied layer: every
+/// lowerdir is a `<parentId>_<activeId>` view (a second mount of the lazy layer, mapped copies
+/// of the others), owners are mapped, and removing the rootfs removes the views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_mapped_rootfs() {
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("SKIPPED: id-mapped copies need root (chown)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(Fake::default());
+    let mut c = start(dir.path(), fake.clone()).await;
+    let snaps = dir.path().join("snapshotter/snapshots");
+    for (key, parent, chain, layer) in [
+        (
+            "default/1/extract-1 sha256:c1",
+            "",
+            "sha256:c1",
+            "sha256:lazy",
+        ),
+        (
+            "default/2/extract-2 sha256:c2",
+            "sha256:c1",
+            "sha256:c2",
+            "sha256:noztoc",
+        ),
+    ] {
+        let e = c
+            .prepare(prep(key, parent, layer_labels(chain, layer)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    }
+    // A layer applied by containerd, with a file owned by 1000:1000.
+    let m = c
+        .prepare(prep(
+            "default/3/extract-3 sha256:c3",
+            "sha256:c2",
+            layer_labels("sha256:c3", "sha256:other"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    let upper = PathBuf::from(option(&m[0], "upperdir="));
+    std::fs::write(upper.join("owned"), b"1000").unwrap();
+    std::os::unix::fs::chown(upper.join("owned"), Some(1000), Some(1000)).unwrap();
+    c.commit(CommitSnapshotRequest {
+        snapshotter: "soci".into(),
+        name: "sha256:c3".into(),
+        key: "default/3/extract-3 sha256:c3".into(),
+        labels: HashMap::new(),
+    })
+    .await
+    .unwrap();
+
+    let idmap_labels = |u: &str, g: &str| -> HashMap<String, String> {
+        [
+            (
+                "containerd.io/snapshot/uidmapping".to_string(),
+                u.to_string(),
+            ),
+            (
+                "containerd.io/snapshot/gidmapping".to_string(),
+                g.to_string(),
+            ),
+        ]
+        .into()
+    };
+    // Malformed labels: INVALID_ARGUMENT, nothing left behind.
+    let before: Vec<_> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let e = c
+        .prepare(prep(
+            "default/4/bad",
+            "sha256:c3",
+            idmap_labels("0:12345", "0:1:2"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(list(&mut c, "kind==active").await.is_empty());
+    let after: Vec<_> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before, after);
+
+    let m = c
+        .prepare(prep(
+            "default/5/rootfs",
+            "sha256:c3",
+            idmap_labels(
+                "0:12345:1000,1000:22222:1000",
+                r#"[{"containerID":0,"hostID":30000,"size":65536}]"#,
+            ),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(list(&mut c, "").await.len(), 4);
+    let lower: Vec<PathBuf> = option(&m[0], "lowerdir=")
+        .split(':')
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(lower.len(), 3);
+    let upper = PathBuf::from(option(&m[0], "upperdir="));
+    let active = upper
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut parents = Vec::new();
+    for l in &lower {
+        assert_eq!(l.file_name().unwrap(), "fs");
+        let name = l
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let (pid, id) = name
+            .split_once('_')
+            .unwrap_or_else(|| panic!("{name} is not <pid>_<id>"));
+        assert_eq!(id, active);
+        assert!(l.is_dir(), "{l:?}");
+        parents.push(snaps.join(pid).join("fs"));
+    }
+    // Nearest first: c3 (copied), c2 (copied), c1 (lazy: a second mount).
+    assert_eq!(owner(&lower[0].join("owned")), (22222, 31000));
+    assert_eq!(owner(&parents[0].join("owned")), (1000, 1000));
+    assert_eq!(owner(&lower[1].join("unpacked.txt")), (12345, 30000));
+    assert_eq!(
+        std::fs::read(lower[1].join("unpacked.txt")).unwrap(),
+        vec![7u8; 10_000]
+    );
+    assert_eq!(owner(&lower[0]), (12345, 30000));
+    assert_eq!(owner(&upper), (12345, 30000));
+    {
+        let views = fake.views.lock().unwrap();
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].0, parents[2]);
+        assert_eq!(views[0].1, lower[2]);
+        assert_eq!((views[0].2.uid(1000), views[0].2.gid(1000)), (22222, 31000));
+    }
+    // Mounts recomputes the same lowerdirs.
+    let again = c
+        .mounts(MountsRequest {
+            snapshotter: "soci".into(),
+            key: "default/5/rootfs".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(option(&again[0], "lowerdir="), option(&m[0], "lowerdir="));
+
+    // Removing the rootfs unmounts and deletes its views; the lazy layer stays mounted.
+    c.remove(RemoveSnapshotRequest {
+        snapshotter: "soci".into(),
+        key: "default/5/rootfs".into(),
+    })
+    .await
+    .unwrap();
+    for l in &lower {
+        assert!(!l.parent().unwrap().exists(), "{l:?} removed");
+    }
+    assert!(fake.unmounted.lock().unwrap().contains(&lower[2]));
+    assert!(fake.mounted().contains(&parents[2]));
+    assert!(!fake.mounted().contains(&lower[2]));
 }

@@ -91,6 +91,16 @@ pub trait RemoteLayers: Send + Sync + std::fmt::Debug {
     ) -> Result<(), RemoteError>;
     /// Mount points currently served.
     fn mounted(&self) -> Vec<PathBuf>;
+    /// Mounts a second view of the lazy layer mounted at `source` at `mountpoint`, reporting
+    /// every owner through `map` (id-mapped rootfs, spec §5.3.7). It serves the same layer
+    /// data (spans fetched by one are seen by the other) and is undone with
+    /// [`RemoteLayers::unmount`], which leaves `source` mounted.
+    fn mount_idmapped(
+        &self,
+        source: &Path,
+        mountpoint: &Path,
+        map: &soci_fs::IdMap,
+    ) -> Result<(), RemoteError>;
 }
 
 /// Builds the remote-layer implementation for the daemon (`None` ⇒ every layer is unpacked by

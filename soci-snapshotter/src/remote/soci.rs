@@ -176,6 +176,18 @@ pub struct Soci {
     prefetch_limit: Arc<soci_fs::ConcurrencyLimit>,
     /// Images whose first mount already paused the background fetcher.
     paused: Mutex<std::collections::HashSet<String>>,
+    /// What an id-mapped view of a mounted layer reuses, by the layer's mount point.
+    shared: Mutex<HashMap<PathBuf, SharedLayer>>,
+    /// Id-mapped views (spec §5.3.7) by mount point.
+    idmapped: Mutex<HashMap<PathBuf, soci_fs::MountHandle>>,
+}
+
+/// The parts of a mounted layer that an id-mapped view of it shares.
+struct SharedLayer {
+    layer: String,
+    tree: Arc<soci_fs::Tree>,
+    spans: Arc<soci_fs::SpanManager>,
+    fopts: soci_fs::FsOptions,
 }
 
 impl std::fmt::Debug for Soci {
@@ -229,6 +241,8 @@ impl Soci {
             layer_metrics: Mutex::new(HashMap::new()),
             prefetch_limit,
             paused: Mutex::new(std::collections::HashSet::new()),
+            shared: Mutex::new(HashMap::new()),
+            idmapped: Mutex::new(HashMap::new()),
         })
     }
 
@@ -774,7 +788,13 @@ impl RemoteLayers for Soci {
         fopts.disable_verification = self.opts.disable_verification;
         fopts.disable_xattrs = disable_xattrs;
         fopts.statfs_path = Some(self.root.join("soci"));
-        let fs = soci_fs::LayerFs::new(tree, spans.clone(), layer, fopts);
+        let fs = soci_fs::LayerFs::new(tree, spans.clone(), layer, fopts.clone());
+        let shared = SharedLayer {
+            layer: layer.to_string(),
+            tree: fs.shared_tree(),
+            spans: spans.clone(),
+            fopts,
+        };
         let mut mopts = soci_fs::MountOptions::default();
         mopts.prefetch_spans = self.load_prefetch(&arts, image, layer);
         mopts.prefetch_limit = Some(self.prefetch_limit.clone());
@@ -799,6 +819,10 @@ impl RemoteLayers for Soci {
             .unwrap_or_else(|e| e.into_inner())
             .insert(mountpoint.to_path_buf(), (layer.to_string(), handle));
         crate::metrics::observe("mount", layer, started.elapsed());
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(mountpoint.to_path_buf(), shared);
         Ok([(label::SOCI_INDEX_DIGEST.to_string(), arts.index.clone())].into())
     }
 
@@ -823,6 +847,20 @@ impl RemoteLayers for Soci {
     }
 
     fn unmount(&self, mountpoint: &Path) -> Result<(), RemoteError> {
+        let view = self
+            .idmapped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(mountpoint);
+        if let Some(h) = view {
+            return h
+                .unmount()
+                .map_err(|e| RemoteError::other("unmounting id-mapped layer", chain(&e)));
+        }
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(mountpoint);
         let h = self
             .mounts
             .lock()
@@ -904,12 +942,51 @@ impl RemoteLayers for Soci {
     }
 
     fn mounted(&self) -> Vec<PathBuf> {
-        self.mounts
+        let mut v: Vec<PathBuf> = self
+            .idmapped
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .cloned()
-            .collect()
+            .collect();
+        v.extend(
+            self.mounts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
+        v
+    }
+
+    fn mount_idmapped(
+        &self,
+        source: &Path,
+        mountpoint: &Path,
+        map: &soci_fs::IdMap,
+    ) -> Result<(), RemoteError> {
+        let fs = {
+            let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(l) = shared.get(source) else {
+                return Err(RemoteError::Unavailable(format!(
+                    "layer at {} is not mounted",
+                    source.display()
+                )));
+            };
+            let mut fopts = l.fopts.clone();
+            fopts.id_map = Some(map.clone());
+            soci_fs::LayerFs::new(l.tree.clone(), l.spans.clone(), l.layer.clone(), fopts)
+        };
+        let mut mopts = soci_fs::MountOptions::default();
+        mopts.close_spans_on_unmount = false;
+        let handle = soci_fs::mount(fs, mountpoint, &mopts)
+            .map_err(|e| RemoteError::other("mounting id-mapped layer", chain(&e)))?;
+        debug!(source = %source.display(), "mount-point" = %mountpoint.display(), "id-mapped layer mounted");
+        self.idmapped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(mountpoint.to_path_buf(), handle);
+        Ok(())
     }
 }
 
