@@ -103,11 +103,6 @@ v2_index() { # REPO TAG: digest of the v2 SOCI index in the converted image inde
   curl -sf -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$REGISTRY/v2/$1/manifests/$2" \
     | python3 -c 'import json,sys; d=json.load(sys.stdin); print([m["digest"] for m in d["manifests"] if m.get("artifactType")=="application/vnd.amazon.soci.index.v2+json"][0])'
 }
-# Whole-rootfs listing: every path with type/mode, owner, size (and mtime and link target for
-# non-directories: runc creates mount points at run time), then the sha256 of every file.
-TREE_CMD='cd /; find / -xdev -type d -exec stat -c "%n %f %u:%g" {} + | sort;
-find / -xdev ! -type d -exec stat -c "%n %f %u:%g %s %Y %N" {} + | sort;
-find / -xdev -type f -exec sha256sum {} + | sort -k2'
 
 # Registry edits (python): `dangling REPO SRC DST` re-tags SRC's image manifest with a v2
 # annotation naming an absent index; `badztoc REPO SRC DST` copies the converted image SRC into a

@@ -10,7 +10,8 @@ Kinds (all runnable on the host architecture, from Debian's static busybox):
          a 1 MiB generated file, a file owned by 1000:1000.
   large  N >= 3 layers of >= 10 MiB gzip each (host trees such as the Python
          stdlib and /usr/share, plus generated half-random data), then one small
-         top layer (busybox, whiteouts, an opaque dir, checksums). --size-mb sets
+         top layer (busybox, whiteouts, an opaque dir, a file owned by 1000:1000,
+         checksums). --size-mb sets
          the total uncompressed size (default 96; use >= 500 for benchmarks).
   multi  an OCI image index: a runnable manifest for the host platform and one for
          the other of linux/amd64 / linux/arm64 that shares the layers (one big,
@@ -476,6 +477,7 @@ def large_layers(blobs, seed, size_mb, n_big, synthetic, kind="large", note=None
         Entry("data/opaque", "dir", 0o755),
         Entry("data/opaque/.wh..wh..opq", "file", 0o644, src=b""),
         Entry("data/opaque/c.txt", "file", 0o644, src=b"visible in the opaque dir\n"),
+        Entry("data/owned-by-1000", "file", 0o640, src=b"owned by uid 1000\n", uid=1000, gid=1000),
     ]
     if note is not None:
         whiteouts.append(Entry("etc/soci-test-note", "file", 0o644, src=(note + "\n").encode()))

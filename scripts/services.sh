@@ -175,6 +175,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   [proxy_plugins.soci]
     type = "snapshot"
     address = "$SOCI_SOCK"
+    # id-mapped rootfs (spec §5.3.7, §6.3); read by containerd >= 1.7, ignored by 1.6
+    capabilities = ["multi-remap-ids", "remap-ids"]
 TOML
     log "starting containerd (socket $CTRD_SOCK)"
     launch "$CTRD_DIR/pid" "$CTRD_DIR/log" containerd --config "$CTRD_DIR/config.toml"

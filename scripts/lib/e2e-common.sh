@@ -74,6 +74,13 @@ stop_daemon() { # SIGNAL
   cat "$LOG.cur" >>"$LOG"
 }
 
+# Whole-rootfs listing for `sh -c` in a container: every path with type/mode, owner, size (and
+# mtime and link target for non-directories: runc creates mount points at run time), then the
+# sha256 of every file.
+TREE_CMD='cd /; find / -xdev -type d -exec stat -c "%n %f %u:%g" {} + | sort;
+find / -xdev ! -type d -exec stat -c "%n %f %u:%g %s %Y %N" {} + | sort;
+find / -xdev -type f -exec sha256sum {} + | sort -k2'
+
 fuse_mounts() { grep -c "^soci $SNAPROOT/snapshotter/snapshots/" /proc/mounts || true; }
 
 # Unmounts whatever an earlier run left under DIR.
