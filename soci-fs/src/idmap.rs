@@ -19,6 +19,15 @@ pub struct IdRange {
 }
 
 impl IdRange {
+    /// `size` ids from `container` inside the container map to ids from `host` on the host.
+    pub const fn new(container: u32, host: u32, size: u32) -> IdRange {
+        IdRange {
+            container,
+            host,
+            size,
+        }
+    }
+
     fn contains(&self, id: u32) -> bool {
         id >= self.container && u64::from(id) < u64::from(self.container) + u64::from(self.size)
     }
@@ -123,19 +132,14 @@ impl IdMap {
 mod tests {
     use super::*;
 
-    fn r(container: u32, host: u32, size: u32) -> IdRange {
-        IdRange {
-            container,
-            host,
-            size,
-        }
-    }
-
     #[test]
     fn maps_ids_through_ranges() {
         let m = IdMap::new(
-            vec![r(0, 12345, 1000), r(1000, 22222, 64536)],
-            vec![r(0, 100000, 65536)],
+            vec![
+                IdRange::new(0, 12345, 1000),
+                IdRange::new(1000, 22222, 64536),
+            ],
+            vec![IdRange::new(0, 100000, 65536)],
         )
         .expect("valid");
         assert_eq!(m.uid(0), 12345);
@@ -148,7 +152,11 @@ mod tests {
         assert_eq!(m.gid(1000), 101000);
         assert_eq!(m.gid(70000), OVERFLOW_ID);
         // A range that ends exactly at the top of the id space.
-        let top = IdMap::new(vec![r(u32::MAX, 7, 1)], vec![r(5, u32::MAX - 1, 2)]).expect("valid");
+        let top = IdMap::new(
+            vec![IdRange::new(u32::MAX, 7, 1)],
+            vec![IdRange::new(5, u32::MAX - 1, 2)],
+        )
+        .expect("valid");
         assert_eq!(top.uid(u32::MAX), 7);
         assert_eq!(top.uid(u32::MAX - 1), OVERFLOW_ID);
         assert_eq!(top.gid(6), u32::MAX);
@@ -157,32 +165,38 @@ mod tests {
 
     #[test]
     fn rejects_invalid_ranges() {
-        let ok = vec![r(0, 1000, 10)];
+        let ok = vec![IdRange::new(0, 1000, 10)];
         assert_eq!(
             IdMap::new(vec![], ok.clone()),
             Err(IdMapError::Empty("uid"))
         );
         assert_eq!(
-            IdMap::new(ok.clone(), vec![r(0, 1, 0)]),
-            Err(IdMapError::ZeroSize("gid", r(0, 1, 0)))
+            IdMap::new(ok.clone(), vec![IdRange::new(0, 1, 0)]),
+            Err(IdMapError::ZeroSize("gid", IdRange::new(0, 1, 0)))
         );
         assert!(matches!(
-            IdMap::new(vec![r(2, 0, u32::MAX)], ok.clone()),
+            IdMap::new(vec![IdRange::new(2, 0, u32::MAX)], ok.clone()),
             Err(IdMapError::Overflow("uid", _))
         ));
         assert!(matches!(
-            IdMap::new(vec![r(0, u32::MAX, 2)], ok.clone()),
+            IdMap::new(vec![IdRange::new(0, u32::MAX, 2)], ok.clone()),
             Err(IdMapError::Overflow("uid", _))
         ));
         assert!(matches!(
-            IdMap::new(vec![r(0, 100, 10), r(9, 200, 1)], ok.clone()),
+            IdMap::new(
+                vec![IdRange::new(0, 100, 10), IdRange::new(9, 200, 1)],
+                ok.clone()
+            ),
             Err(IdMapError::Overlap("uid", _, _))
         ));
         assert!(matches!(
-            IdMap::new(ok.clone(), vec![r(0, 100, 10), r(10, 105, 1)]),
+            IdMap::new(
+                ok.clone(),
+                vec![IdRange::new(0, 100, 10), IdRange::new(10, 105, 1)]
+            ),
             Err(IdMapError::Overlap("gid", _, _))
         ));
         // Adjacent ranges do not overlap.
-        assert!(IdMap::new(vec![r(0, 100, 10), r(10, 110, 5)], ok).is_ok());
+        assert!(IdMap::new(vec![IdRange::new(0, 100, 10), IdRange::new(10, 110, 5)], ok).is_ok());
     }
 }

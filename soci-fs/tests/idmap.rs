@@ -12,22 +12,14 @@ use soci_fs::{
     MountOptions, SpanManager, SpanOptions, Tree, OVERFLOW_ID, STATE_DIR,
 };
 
-fn range(container: u32, host: u32, size: u32) -> IdRange {
-    IdRange {
-        container,
-        host,
-        size,
-    }
-}
-
 #[test]
 fn id_mapped_view_reports_host_owners_and_shares_spans() {
     skip_without_fuse!();
     let layer = common::fixture_layer();
     // Two uid ranges (the fixture's uid 1234 lies in neither: overflow id), one gid range.
     let map = IdMap::new(
-        vec![range(0, 12345, 1000), range(1000, 22222, 200)],
-        vec![range(0, 30000, 65536)],
+        vec![IdRange::new(0, 12345, 1000), IdRange::new(1000, 22222, 200)],
+        vec![IdRange::new(0, 30000, 65536)],
     )
     .expect("valid mapping");
 

@@ -58,11 +58,7 @@ fn parse_ranges(label: &str, value: &str) -> Result<Vec<IdRange>> {
         };
         return Ok(list
             .into_iter()
-            .map(|m| IdRange {
-                container: m.container_id,
-                host: m.host_id,
-                size: m.size,
-            })
+            .map(|m| IdRange::new(m.container_id, m.host_id, m.size))
             .collect());
     }
     v.split(',')
@@ -76,11 +72,7 @@ fn parse_ranges(label: &str, value: &str) -> Result<Vec<IdRange>> {
                     .parse::<u32>()
                     .map_err(|e| bad(format!("{x:?}: {e}")))
             };
-            Ok(IdRange {
-                container: num(c)?,
-                host: num(h)?,
-                size: num(s)?,
-            })
+            Ok(IdRange::new(num(c)?, num(h)?, num(s)?))
         })
         .collect()
 }
@@ -354,14 +346,6 @@ mod tests {
         .into()
     }
 
-    fn r(container: u32, host: u32, size: u32) -> IdRange {
-        IdRange {
-            container,
-            host,
-            size,
-        }
-    }
-
     #[test]
     fn parses_both_label_formats() {
         assert!(from_labels(&BTreeMap::new()).expect("no labels").is_none());
@@ -369,13 +353,17 @@ mod tests {
         let m = from_labels(&labels("0:12345:65536", "0:12345:65536"))
             .expect("valid")
             .expect("mapping");
-        assert_eq!(m.uids(), [r(0, 12345, 65536)]);
+        assert_eq!(m.uids(), [IdRange::new(0, 12345, 65536)]);
         assert_eq!((m.uid(0), m.uid(1000), m.gid(1000)), (12345, 13345, 13345));
         // Several ranges, comma-separated (containerd 2.x), spaces tolerated.
+        let two = [
+            IdRange::new(0, 12345, 1000),
+            IdRange::new(1000, 22222, 64536),
+        ];
         let m = from_labels(&labels("0:12345:1000, 1000:22222:64536", "0:30000:65536"))
             .expect("valid")
             .expect("mapping");
-        assert_eq!(m.uids(), [r(0, 12345, 1000), r(1000, 22222, 64536)]);
+        assert_eq!(m.uids(), two);
         assert_eq!((m.uid(0), m.uid(1000), m.gid(1000)), (12345, 22222, 31000));
         // JSON LinuxIDMapping lists and a single object.
         let m = from_labels(&labels(
@@ -384,8 +372,8 @@ mod tests {
         ))
         .expect("valid")
         .expect("mapping");
-        assert_eq!(m.uids(), [r(0, 12345, 1000), r(1000, 22222, 64536)]);
-        assert_eq!(m.gids(), [r(0, 12345, 65536)]);
+        assert_eq!(m.uids(), two);
+        assert_eq!(m.gids(), [IdRange::new(0, 12345, 65536)]);
         assert_eq!(m.uid(1000), 22222);
     }
 
@@ -422,8 +410,11 @@ mod tests {
         let src = d.path().join("src");
         let dst = d.path().join("dst");
         let map = IdMap::new(
-            vec![r(0, 12345, 1000), r(1000, 22222, 1000)],
-            vec![r(0, 30000, 65536)],
+            vec![
+                IdRange::new(0, 12345, 1000),
+                IdRange::new(1000, 22222, 1000),
+            ],
+            vec![IdRange::new(0, 30000, 65536)],
         )
         .expect("map");
         std::fs::create_dir_all(src.join("etc/opaque")).expect("mkdir");

@@ -160,6 +160,41 @@ async fn list(
     out
 }
 
+fn option<'a>(m: &'a containerd_client::types::Mount, key: &str) -> &'a str {
+    m.options
+        .iter()
+        .find_map(|o| o.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {:?}", m.options))
+}
+
+/// Layer `sha256:c3` on `sha256:c2` without index: `Prepare` returns mounts, `fill` plays
+/// containerd applying the layer into the upper dir, then it is committed. Returns the mounts.
+async fn deferred_layer_c3(
+    c: &mut SnapshotsClient<Channel>,
+    fill: impl FnOnce(&Path),
+) -> Vec<containerd_client::types::Mount> {
+    let m = c
+        .prepare(prep(
+            "default/3/extract-3 sha256:c3",
+            "sha256:c2",
+            layer_labels("sha256:c3", "sha256:other"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    fill(Path::new(option(&m[0], "upperdir=")));
+    c.commit(CommitSnapshotRequest {
+        snapshotter: "soci".into(),
+        name: "sha256:c3".into(),
+        key: "default/3/extract-3 sha256:c3".into(),
+        labels: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    m
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_prepare_decision_tree() {
     let dir = tempfile::tempdir().unwrap();
@@ -240,25 +275,8 @@ async fn remote_prepare_decision_tree() {
     assert!(u.size >= 10_000, "{u:?}");
 
     // No index: mounts come back (containerd applies the layer) and commit works as usual.
-    let m = c
-        .prepare(prep(
-            "default/3/extract-3 sha256:c3",
-            "sha256:c2",
-            layer_labels("sha256:c3", "sha256:other"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .mounts;
+    let m = deferred_layer_c3(&mut c, |_| {}).await;
     assert_eq!(m[0].r#type, "overlay");
-    c.commit(CommitSnapshotRequest {
-        snapshotter: "soci".into(),
-        name: "sha256:c3".into(),
-        key: "default/3/extract-3 sha256:c3".into(),
-        labels: HashMap::new(),
-    })
-    .await
-    .unwrap();
 
     // Container rootfs on top: overlay with three lowerdirs, nearest first.
     let m = c
@@ -351,13 +369,6 @@ async fn metadata_survives_restart() {
     assert_eq!(e.code(), Code::AlreadyExists);
 }
 
-fn option<'a>(m: &'a containerd_client::types::Mount, key: &str) -> &'a str {
-    m.options
-        .iter()
-        .find_map(|o| o.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {:?}", m.options))
-}
-
 fn owner(p: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::symlink_metadata(p).unwrap();
@@ -398,27 +409,11 @@ async fn id_mapped_rootfs() {
         assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
     }
     // A layer applied by containerd, with a file owned by 1000:1000.
-    let m = c
-        .prepare(prep(
-            "default/3/extract-3 sha256:c3",
-            "sha256:c2",
-            layer_labels("sha256:c3", "sha256:other"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .mounts;
-    let upper = PathBuf::from(option(&m[0], "upperdir="));
-    std::fs::write(upper.join("owned"), b"1000").unwrap();
-    std::os::unix::fs::chown(upper.join("owned"), Some(1000), Some(1000)).unwrap();
-    c.commit(CommitSnapshotRequest {
-        snapshotter: "soci".into(),
-        name: "sha256:c3".into(),
-        key: "default/3/extract-3 sha256:c3".into(),
-        labels: HashMap::new(),
+    deferred_layer_c3(&mut c, |upper| {
+        std::fs::write(upper.join("owned"), b"1000").unwrap();
+        std::os::unix::fs::chown(upper.join("owned"), Some(1000), Some(1000)).unwrap();
     })
-    .await
-    .unwrap();
+    .await;
 
     let idmap_labels = |u: &str, g: &str| -> HashMap<String, String> {
         [
