@@ -20,6 +20,7 @@ use crate::config::{ClientBuilder, Config};
 use crate::digest::Digest;
 use crate::error::{Error, ReferenceParseError, Result};
 use crate::reference::Reference;
+use crate::source::{BlobSource, Payload};
 use crate::transport::{
     read_limited, redact_url, retryable_error, transport_error, Attempts, Origin, ReadError, Req,
     Scope, Transport,
@@ -284,7 +285,7 @@ impl Client {
         )?;
         req.headers
             .insert(CONTENT_TYPE, header_value(media_type, r)?);
-        req.body = Some(bytes.clone());
+        req.body = Some(bytes.clone().into());
         let resp = self.send_expect(&req, &[200, 201, 202, 204]).await?;
         let oci_subject = resp.headers().contains_key(OCI_SUBJECT);
         drop(resp);
@@ -667,7 +668,8 @@ impl Client {
 
     /// Pushes a blob (sha256): skipped if `HEAD` finds it, mounted from
     /// [`PushBlobOptions::mount_from`] when possible, else uploaded monolithically (`POST` + `PUT`) or in
-    /// chunks (`POST` + `PATCH`… + `PUT`).
+    /// chunks (`POST` + `PATCH`… + `PUT`). For large blobs use [`Client::push_blob_from`], which
+    /// does not hold them in memory.
     pub async fn push_blob(
         &self,
         r: &Reference,
@@ -676,6 +678,35 @@ impl Client {
     ) -> Result<PushedBlob> {
         let digest = Digest::sha256_of(&data);
         let size = data.len() as u64;
+        self.push_payload(r, &digest, size, Payload::Bytes(data), opts)
+            .await
+    }
+
+    /// Pushes blob `digest` of `size` bytes read from `source` (a file: [`crate::BlobFile`]), as
+    /// [`Client::push_blob`] does, streaming: every request body is read from a freshly opened
+    /// `source` (at the chunk's offset), so a retried or redirected upload re-reads its bytes and
+    /// the blob is never held in memory. The registry verifies the digest; a source that does not
+    /// match it fails the upload.
+    pub async fn push_blob_from(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        size: u64,
+        source: Arc<dyn BlobSource>,
+        opts: &PushBlobOptions,
+    ) -> Result<PushedBlob> {
+        self.push_payload(r, digest, size, Payload::Source(source), opts)
+            .await
+    }
+
+    async fn push_payload(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        size: u64,
+        data: Payload,
+        opts: &PushBlobOptions,
+    ) -> Result<PushedBlob> {
         let mut scope = Scope::push(r.repository());
         let mount = opts
             .mount_from
@@ -690,7 +721,7 @@ impl Client {
             outcome,
         };
         if self
-            .blob_exists_scoped(r, &digest, scope.clone())
+            .blob_exists_scoped(r, digest, scope.clone())
             .await?
             .is_some()
         {
@@ -714,10 +745,10 @@ impl Client {
         let mut location = upload_location(&start, &resp)?;
         drop(resp);
 
-        if let Some(chunk) = opts.chunk_size.filter(|&c| (c as u64) < size) {
-            let mut pos = 0usize;
-            while pos < data.len() {
-                let end = (pos + chunk).min(data.len());
+        if let Some(chunk) = opts.chunk_size.map(|c| c as u64).filter(|&c| c < size) {
+            let mut pos = 0u64;
+            while pos < size {
+                let end = (pos + chunk.max(1)).min(size);
                 let mut req = self.req_at(Method::PATCH, r, location.clone(), scope.clone());
                 req.headers.insert(
                     CONTENT_TYPE,
@@ -726,7 +757,7 @@ impl Client {
                 // Distribution spec chunked upload: `Content-Range: <start>-<end>` (inclusive, no unit).
                 req.headers
                     .insert(CONTENT_RANGE, range_value(&format!("{pos}-{}", end - 1)));
-                req.body = Some(data.slice(pos..end));
+                req.body = Some(data.part(pos, end));
                 let resp = self.send_expect(&req, &[202]).await?;
                 location = upload_location(&req, &resp)?;
                 pos = end;
@@ -737,7 +768,7 @@ impl Client {
             let mut req = self.req_at(Method::PUT, r, location, scope);
             req.headers
                 .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-            req.body = Some(Bytes::new());
+            req.body = Some(Bytes::new().into());
             self.send_expect(&req, &[201, 204]).await?;
         } else {
             location
@@ -748,7 +779,7 @@ impl Client {
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
-            req.body = Some(data.clone());
+            req.body = Some(data.part(0, size));
             self.send_expect(&req, &[201, 204]).await?;
         }
         tracing::debug!(reference = %r, digest = %digest, size, "blob uploaded");
@@ -927,7 +958,7 @@ impl Client {
                 CONTENT_TYPE,
                 HeaderValue::from_static(OCI_IMAGE_INDEX_MEDIA_TYPE),
             );
-            req.body = Some(bytes.clone());
+            req.body = Some(bytes.clone().into());
             self.send_expect(&req, &[200, 201, 202, 204]).await?;
             let new_digest = Digest::sha256_of(&bytes);
             if let Some(m) = &existing {

@@ -47,6 +47,7 @@ pub(crate) struct Config {
     pub(crate) user_agent: String,
     pub(crate) max_redirects: usize,
     pub(crate) referrers_gc: bool,
+    pub(crate) http_hook: crate::http_log::HookSlot,
 }
 
 impl Default for Config {
@@ -62,6 +63,7 @@ impl Default for Config {
             user_agent: concat!("soci-registry/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_redirects: DEFAULT_MAX_REDIRECTS,
             referrers_gc: true,
+            http_hook: crate::http_log::HookSlot::default(),
         }
     }
 }
@@ -149,6 +151,14 @@ impl ClientBuilder {
     /// superseded indexes do not pile up. Failures to delete are ignored. By default `true`.
     pub fn referrers_gc(&mut self, on: bool) -> &mut ClientBuilder {
         self.config.referrers_gc = on;
+        self
+    }
+
+    /// Calls `hook` with every HTTP request and response (including token requests, redirect hops
+    /// and retries), already redacted: see [`crate::HttpEvent`]. For debug output such as the CLI's
+    /// `--debug`; nothing is reported without a hook.
+    pub fn http_hook(&mut self, hook: crate::HttpHook) -> &mut ClientBuilder {
+        self.config.http_hook = crate::http_log::HookSlot(Some(hook));
         self
     }
 

@@ -332,6 +332,16 @@ pub enum Error {
         code: Option<i32>,
     },
 
+    /// Opening or reading the [`crate::BlobSource`] of an upload failed.
+    #[error("cannot read the content to upload to {url}")]
+    ReadSource {
+        /// Redacted URL of the request.
+        url: String,
+        /// I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Writing fetched bytes to the caller's writer failed.
     #[error("cannot write blob {digest} to the output")]
     Write {

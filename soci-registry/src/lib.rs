@@ -9,7 +9,9 @@ mod client;
 mod config;
 mod digest;
 mod error;
+mod http_log;
 mod reference;
+mod source;
 mod transport;
 mod types;
 
@@ -21,7 +23,9 @@ pub use config::{
 };
 pub use digest::Digest;
 pub use error::{BoxError, Error, ReferenceParseError, RegistryError, Result};
+pub use http_log::{HttpEvent, HttpHook, REDACTED};
 pub use reference::Reference;
+pub use source::{BlobFile, BlobReader, BlobSource};
 pub use types::{
     BlobPushOutcome, Descriptor, Manifest, PushBlobOptions, PushedBlob, PushedManifest, Referrers,
     ReferrersSource,

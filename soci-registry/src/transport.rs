@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{
-    HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
@@ -27,6 +27,8 @@ use crate::auth::{self, Credential, Secret};
 use crate::challenge;
 use crate::config::{Config, PlainHttp};
 use crate::error::{BoxError, Error, RegistryError, Result};
+use crate::http_log::{HttpEvent, REDACTED};
+use crate::source::Body;
 
 /// Tokens without `expires_in` live 60 s (Docker token spec default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
@@ -83,13 +85,14 @@ impl Scope {
     }
 }
 
-/// One request as the operations describe it. The body is `Bytes` so retries can re-send it.
+/// One request as the operations describe it. The body is bytes or a re-openable source, so
+/// retries can re-send it.
 #[derive(Debug, Clone)]
 pub(crate) struct Req {
     pub(crate) method: Method,
     pub(crate) url: Url,
     pub(crate) headers: HeaderMap,
-    pub(crate) body: Option<Bytes>,
+    pub(crate) body: Option<Body>,
     /// `host[:port]` of the registry, the key for credentials and tokens.
     pub(crate) registry: String,
     /// The registry's API origin; `Authorization` is never sent anywhere else.
@@ -232,6 +235,7 @@ pub(crate) fn transport_error(
 
 enum AttemptError {
     Http(reqwest::Error),
+    Source { url: String, source: std::io::Error },
     TooManyRedirects,
     InvalidLocation { url: String, location: String },
 }
@@ -386,15 +390,37 @@ impl Transport {
                 .timeout(self.cfg.request_timeout);
             // Only the registry's own origin ever sees our credentials; a redirect to storage
             // (S3, CDN) carries its authorisation in the URL.
-            if let Some(a) = authz {
-                if Origin::of(&url) == req.auth_origin {
-                    rb = rb.header(AUTHORIZATION, a.clone());
-                }
+            let authz_here = authz.filter(|_| Origin::of(&url) == req.auth_origin);
+            if let Some(a) = authz_here {
+                rb = rb.header(AUTHORIZATION, a.clone());
             }
             if let Some(b) = &body {
-                rb = rb.body(b.clone());
+                if matches!(b, Body::Source { .. }) {
+                    // A streamed body has no size of its own: announce it (no chunked encoding).
+                    rb = rb.header(CONTENT_LENGTH, b.len());
+                }
+                let payload = b.to_reqwest().map_err(|e| AttemptError::Source {
+                    url: redact_url(&url),
+                    source: e,
+                })?;
+                rb = rb.body(payload);
             }
+            self.cfg.http_hook.emit(|| {
+                let mut h = req.headers.clone();
+                if authz_here.is_some() {
+                    // The value is redacted by the event; never copy the credential.
+                    h.insert(AUTHORIZATION, HeaderValue::from_static(REDACTED));
+                }
+                if let Some(b) = &body {
+                    h.entry(CONTENT_LENGTH)
+                        .or_insert_with(|| HeaderValue::from(b.len()));
+                }
+                HttpEvent::request(&method, &url, &h)
+            });
             let resp = rb.send().await.map_err(AttemptError::Http)?;
+            self.cfg
+                .http_hook
+                .emit(|| HttpEvent::response(&method, &url, resp.status(), resp.headers()));
             let status = resp.status();
             if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
                 return Ok(resp);
@@ -487,6 +513,9 @@ impl Transport {
                 }
                 Err(AttemptError::InvalidLocation { url, location }) => {
                     return Err(Error::InvalidLocation { url, location })
+                }
+                Err(AttemptError::Source { url, source }) => {
+                    return Err(Error::ReadSource { url, source })
                 }
             }
         }
@@ -681,7 +710,7 @@ impl Transport {
                     reqwest::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/x-www-form-urlencoded"),
                 );
-                (Method::POST, Some(Bytes::from(form.finish())))
+                (Method::POST, Some(Body::from(Bytes::from(form.finish()))))
             }
             _ => {
                 {

@@ -3,12 +3,14 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
 use soci_registry::{
-    BlobPushOutcome, Client, Digest, PlainHttp, PushBlobOptions, Reference, ReferrersSource,
+    BlobFile, BlobPushOutcome, Client, Digest, PlainHttp, PushBlobOptions, Reference,
+    ReferrersSource,
 };
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -164,6 +166,53 @@ async fn distribution_2_8_end_to_end() {
             .as_ref(),
         chunked_data.as_slice()
     );
+
+    // -- streamed uploads from a file (monolithic and chunked), read back streamed
+    let dir = tempfile::tempdir().unwrap();
+    for (i, opts) in [
+        PushBlobOptions::new(),
+        PushBlobOptions::new().chunk_size(300_000),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let data = common::pattern(1_000_000 + i);
+        let path = dir.path().join(format!("blob-{i}"));
+        std::fs::write(&path, &data).unwrap();
+        let digest = Digest::sha256_of(&data);
+        let pushed = c
+            .push_blob_from(
+                &other,
+                &digest,
+                data.len() as u64,
+                Arc::new(BlobFile::new(&path)),
+                opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(pushed.outcome, BlobPushOutcome::Uploaded);
+        let mut out = Vec::new();
+        let n = c
+            .copy_blob(&other, &digest, Some(data.len() as u64), &mut out)
+            .await
+            .unwrap();
+        assert_eq!((n, out), (data.len() as u64, data));
+    }
+    // A file whose content does not match the announced digest is refused by the registry.
+    let wrong = Digest::sha256_of(b"something else");
+    let path = dir.path().join("blob-0");
+    let size = std::fs::metadata(&path).unwrap().len();
+    let err = c
+        .push_blob_from(
+            &other,
+            &wrong,
+            size,
+            Arc::new(BlobFile::new(&path)),
+            &PushBlobOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
 
     // -- referrers: no API on 2.8, so the tag schema is used
     let none = c.referrers(&r, &mdigest, Some(SOCI_V1)).await.unwrap();

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::{pattern, serve_range, Reply, Request, Response, Server};
 use serde_json::json;
 use soci_registry::{
-    Auth, BlobPushOutcome, Client, Digest, DockerConfig, Error, PlainHttp, PushBlobOptions,
-    Reference, ReferrersSource,
+    Auth, BlobFile, BlobPushOutcome, BlobSource, Client, Digest, DockerConfig, Error, HttpEvent,
+    PlainHttp, PushBlobOptions, Reference, ReferrersSource,
 };
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -1035,4 +1035,158 @@ async fn rotated_helper_credentials_are_picked_up_after_ecr_style_403() {
         "{err:?}"
     );
     assert!(server.requests().len() - before <= 2);
+}
+
+#[tokio::test]
+async fn streamed_upload_reopens_the_file_on_every_retry() {
+    let data = pattern(300_000);
+    let digest = Digest::sha256_of(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, &data).unwrap();
+    let (st, mini) = mini_registry(false);
+    let puts = Arc::new(AtomicUsize::new(0));
+    let p2 = puts.clone();
+    // The first PUT is dropped without an answer (a reset after the body), the second gets a 503;
+    // the third reaches the registry.
+    let server = Server::start(move |req: &Request| {
+        if req.method == "PUT" && req.path() == "/upload/1" {
+            match p2.fetch_add(1, Ordering::SeqCst) {
+                0 => return Reply::Drop,
+                1 => return Response::new(503).into(),
+                _ => {}
+            }
+        }
+        mini(req)
+    })
+    .await;
+    let r = image(&server);
+    let src: Arc<dyn BlobSource> = Arc::new(BlobFile::new(&path));
+    let p = client()
+        .push_blob_from(
+            &r,
+            &digest,
+            data.len() as u64,
+            src.clone(),
+            &PushBlobOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.outcome, BlobPushOutcome::Uploaded);
+    assert_eq!(st.blobs.lock().unwrap()[digest.as_str()], data);
+    // Every attempt sent the whole file with its length announced (no chunked encoding).
+    let put_reqs: Vec<Request> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(put_reqs.len(), 3);
+    for req in &put_reqs {
+        assert_eq!(req.body, data);
+        assert_eq!(req.header("content-length"), Some("300000"));
+    }
+    // Present now: skipped without reading the file.
+    let p = client()
+        .push_blob_from(&r, &digest, data.len() as u64, src, &PushBlobOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(p.outcome, BlobPushOutcome::AlreadyExists);
+
+    // A missing file is a clear error, not a panic or a hang.
+    let missing: Arc<dyn BlobSource> = Arc::new(BlobFile::new(dir.path().join("gone")));
+    let other = Digest::sha256_of(b"other");
+    match client()
+        .push_blob_from(&r, &other, 5, missing, &PushBlobOptions::new())
+        .await
+    {
+        Err(Error::ReadSource { url, .. }) => assert!(url.contains("/upload/1"), "{url}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn streamed_chunked_upload_resends_a_failed_chunk_from_its_offset() {
+    let data = pattern(250_000);
+    let digest = Digest::sha256_of(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, &data).unwrap();
+    let received = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let (rcv, fail) = (received.clone(), failed.clone());
+    let server = Server::start(
+        move |req: &Request| match (req.method.as_str(), req.path()) {
+            ("HEAD", _) => Response::new(404).into(),
+            ("POST", "/v2/demo/app/blobs/uploads/") => {
+                Response::new(202).header("Location", "/upload/c").into()
+            }
+            ("PATCH", "/upload/c") => {
+                let mut got = rcv.lock().unwrap();
+                let range = req.header("content-range").unwrap_or_default().to_owned();
+                let start: usize = range.split('-').next().unwrap().parse().unwrap();
+                // The second chunk fails once with a 500 and must come again from its offset.
+                if start > 0 && fail.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Response::new(500).into();
+                }
+                assert_eq!(start, got.len(), "chunks arrive in order, once");
+                got.extend_from_slice(&req.body);
+                Response::new(202).header("Location", "/upload/c").into()
+            }
+            ("PUT", "/upload/c") => {
+                assert!(req.body.is_empty());
+                Response::new(201).into()
+            }
+            _ => Response::new(404).into(),
+        },
+    )
+    .await;
+    let p = client()
+        .push_blob_from(
+            &image(&server),
+            &digest,
+            data.len() as u64,
+            Arc::new(BlobFile::new(&path)),
+            &PushBlobOptions::new().chunk_size(100_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.outcome, BlobPushOutcome::Uploaded);
+    assert_eq!(*received.lock().unwrap(), data);
+    // Three chunks plus the one retry.
+    assert_eq!(server.count("PATCH", "/upload/c"), 4);
+}
+
+#[tokio::test]
+async fn http_hook_sees_every_exchange_with_credentials_redacted() {
+    let (_st, handler) = token_registry(1000);
+    let server = Server::start(handler).await;
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let ev = events.clone();
+    let c = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .auth(Auth::basic("alice", "secret"))
+        .http_hook(Arc::new(move |e: &HttpEvent| {
+            ev.lock().unwrap().push(e.to_string());
+        }))
+        .build()
+        .unwrap();
+    c.get_manifest(&image(&server)).await.unwrap();
+    let events = events.lock().unwrap().clone();
+    let all = events.join("\n");
+    // GET (401), token GET (200), GET again with the token (200): three requests, three responses.
+    assert_eq!(events.len(), 6, "{all}");
+    assert!(events[0].starts_with("> GET http://127.0.0.1:"), "{all}");
+    assert!(events[1].starts_with("< 401 Unauthorized (GET "), "{all}");
+    assert!(
+        events[1].contains("www-authenticate: Bearer realm="),
+        "{all}"
+    );
+    assert!(events[2].starts_with("> GET http://127.0.0.1:") && events[2].contains("/token?"));
+    assert!(events[2].contains("\n>   authorization: REDACTED"), "{all}");
+    assert!(events[4].contains("\n>   authorization: REDACTED"), "{all}");
+    assert!(events[5].starts_with("< 200 OK (GET "), "{all}");
+    // Neither the password, the Basic header, nor the issued token appear anywhere.
+    for secret in ["secret", "YWxpY2U6c2VjcmV0", "tok-1"] {
+        assert!(!all.contains(secret), "{secret} leaked: {all}");
+    }
 }
