@@ -12,7 +12,9 @@ Kinds (all runnable on the host architecture, from Debian's static busybox):
          stdlib and /usr/share, plus generated half-random data), then one small
          top layer (busybox, whiteouts, an opaque dir, a file owned by 1000:1000,
          checksums). --size-mb sets
-         the total uncompressed size (default 96; use >= 500 for benchmarks).
+         the total uncompressed size (default 96; use >= 500 for benchmarks);
+         --big-layers N overrides N (e.g. --size-mb 320 --big-layers 1: one
+         320 MiB layer, > 200 MiB gzip).
   multi  an OCI image index: a runnable manifest for the host platform and one for
          the other of linux/amd64 / linux/arm64 that shares the layers (one big,
          one small) but has its own config.
@@ -563,6 +565,8 @@ def main():
     ap.add_argument("--kind", choices=["small", "large", "multi"], required=True)
     ap.add_argument("--size-mb", type=int, default=96,
                     help="large: total uncompressed size of the big layers (default %(default)s)")
+    ap.add_argument("--big-layers", type=int, default=None,
+                    help="large: number of big layers (default max(3, size-mb / 160))")
     ap.add_argument("--docker-media-types", action="store_true",
                     help="Docker schema2 media types for manifest/list, config and layers")
     ap.add_argument("--synthetic", action="store_true",
@@ -583,7 +587,7 @@ def main():
     if args.kind == "small":
         layers = small_layers(blobs, args.seed)
     elif args.kind == "large":
-        n_big = max(3, -(-args.size_mb // 160))
+        n_big = args.big_layers if args.big_layers else max(3, -(-args.size_mb // 160))
         layers = large_layers(blobs, args.seed, args.size_mb, n_big, args.synthetic, note=args.note)
     else:
         layers = large_layers(blobs, args.seed, 24, 1, args.synthetic, "multi")
