@@ -37,7 +37,7 @@ pub(crate) fn run(args: ConvertArgs, global: &GlobalOpts) -> Result<()> {
     };
     let opts = args.build.options()?;
     if args.standalone {
-        return crate::standalone::run(&source, &dest, &args, &opts);
+        return crate::standalone::run(&source, &dest, &args, &opts, global.debug);
     }
     global.ensure_root()?;
     validate_dest_ref(&dest)?;

@@ -1,5 +1,7 @@
 //! `soci push REF`: push the newest v1 SOCI index of each platform with its blobs (spec §4.9).
 
+use std::path::PathBuf;
+
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use soci_index::store::ArtifactKind;
@@ -8,7 +10,7 @@ use soci_registry::Reference;
 
 use crate::containerd_io::Containerd;
 use crate::global::{ContentStoreKind, GlobalOpts};
-use crate::registry_io::{client_for, reg_digest, runtime};
+use crate::registry_io::{client_for, reg_digest, runtime, upload_file};
 
 /// Arguments of `soci push`.
 #[derive(Debug, Args)]
@@ -92,7 +94,7 @@ pub(crate) fn run(args: PushArgs, global: &GlobalOpts) -> Result<()> {
     let reference: Reference = image_ref
         .parse()
         .with_context(|| format!("invalid reference {image_ref}"))?;
-    let client = client_for(args.user.as_deref(), args.plain_http)?;
+    let client = client_for(args.user.as_deref(), args.plain_http, global.debug)?;
     let rt = runtime()?;
     let soci_store = match global.content_store {
         ContentStoreKind::Soci => Some(global.soci_store()?),
@@ -102,6 +104,22 @@ pub(crate) fn run(args: PushArgs, global: &GlobalOpts) -> Result<()> {
         match &soci_store {
             Some(s) => Ok(s.read(d)?),
             None => ctd.read(d),
+        }
+    };
+    // The file a blob is uploaded from: the `soci` store's blob file, or containerd's content
+    // copied into a staging directory.
+    let staging = tempfile::tempdir().context("failed to create a temporary directory")?;
+    let blob_file = |d: &Descriptor| -> Result<PathBuf> {
+        match &soci_store {
+            Some(s) if s.contains(&d.digest) => Ok(s.blob_path(&d.digest)),
+            Some(_) => bail!("content digest {}: not found", d.digest),
+            None => {
+                let p = staging.path().join(d.digest.encoded());
+                let mut f = std::fs::File::create(&p)
+                    .with_context(|| format!("failed to create {}", p.display()))?;
+                ctd.read_to(&d.digest, &mut f)?;
+                Ok(p)
+            }
         }
     };
     let entries = db.entries_of(ArtifactKind::Index)?;
@@ -176,8 +194,9 @@ pub(crate) fn run(args: PushArgs, global: &GlobalOpts) -> Result<()> {
                 .with_context(|| format!("failed to push {}", subject.digest))?;
             }
         }
-        // Existence checks and reads happen here (containerd reads block on their own
-        // runtime); the uploads then run with at most --max-concurrent-uploads in flight.
+        // Existence checks and staging happen here (containerd reads block on their own
+        // runtime); the uploads then stream from files with at most --max-concurrent-uploads
+        // in flight, so no blob is held in memory.
         let mut uploads = Vec::new();
         for blob in &blobs {
             let rd = reg_digest(&blob.digest)?;
@@ -187,27 +206,26 @@ pub(crate) fn run(args: PushArgs, global: &GlobalOpts) -> Result<()> {
                 }
                 continue;
             }
-            uploads.push((blob.digest.clone(), read(&blob.digest)?));
+            uploads.push((blob.clone(), blob_file(blob)?));
         }
         let quiet = args.quiet;
-        let jobs = uploads.into_iter().map(|(digest, bytes)| {
+        let jobs = uploads.into_iter().map(|(desc, path)| {
             let client = client.clone();
             let reference = reference.clone();
             async move {
                 if !quiet {
-                    println!("pushing artifact with digest: {digest}");
+                    println!("pushing artifact with digest: {}", desc.digest);
                 }
-                client
-                    .push_blob(
-                        &reference,
-                        bytes.into(),
-                        &soci_registry::PushBlobOptions::new(),
-                    )
-                    .await
-                    .map_err(|e| anyhow!(e))
-                    .with_context(|| format!("failed to push {digest}"))?;
+                upload_file(
+                    &client,
+                    &reference,
+                    &desc,
+                    &path,
+                    &soci_registry::PushBlobOptions::new(),
+                )
+                .await?;
                 if !quiet {
-                    println!("successfully pushed artifact with digest: {digest}");
+                    println!("successfully pushed artifact with digest: {}", desc.digest);
                 }
                 Ok(())
             }

@@ -1,12 +1,17 @@
 //! Registry sources and destinations for `soci convert --standalone` (beyond the Go CLI: lets CI
 //! convert registry → registry without containerd). All soci-registry calls live here.
 
+use std::io::Write;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 use anyhow::{anyhow, Context, Result};
 use soci_index::store::ContentStore;
 use soci_index::{media_type, Descriptor, Digest, ImageIndex, Manifest};
-use soci_registry::{Auth, Client, PlainHttp, PushBlobOptions, Reference};
+use soci_registry::{Auth, BlobFile, Client, HttpEvent, PlainHttp, PushBlobOptions, Reference};
+use tokio::io::AsyncWrite;
 
 use crate::convert_cmd::ConvertArgs;
 use crate::convert_core::{collect_graph, is_index_media_type, Workspace};
@@ -25,12 +30,10 @@ pub(crate) fn is_registry_ref(s: &str) -> bool {
     !rest.is_empty() && (host == "localhost" || host.contains('.') || host.contains(':'))
 }
 
-fn client(args: &ConvertArgs) -> Result<Client> {
-    client_for(args.user.as_deref(), args.plain_http)
-}
-
-/// A registry client: `--user` credentials or the Docker config file; `--plain-http`.
-pub(crate) fn client_for(user: Option<&str>, plain_http: bool) -> Result<Client> {
+/// A registry client: `--user` credentials or the Docker config file; `--plain-http`; with
+/// `--debug`, every HTTP request and response goes to stderr (credentials redacted by
+/// soci-registry before they reach the hook).
+pub(crate) fn client_for(user: Option<&str>, plain_http: bool, debug: bool) -> Result<Client> {
     let auth = match user {
         Some(u) => Auth::from_user_arg(u),
         None => Auth::docker_config(),
@@ -41,7 +44,85 @@ pub(crate) fn client_for(user: Option<&str>, plain_http: bool) -> Result<Client>
     } else {
         PlainHttp::Never
     });
+    if debug {
+        b.http_hook(Arc::new(|event: &HttpEvent| eprintln!("{event}")));
+    }
     Ok(b.build()?)
+}
+
+/// A blocking writer driven from async code ([`Client::copy_blob`] into a content store blob):
+/// local file writes are short and the current-thread runtime has nothing else to run meanwhile.
+struct BlockingWrite<'a, W>(&'a mut W);
+
+impl<W: Write> AsyncWrite for BlockingWrite<'_, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(self.get_mut().0.write(buf))
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(self.get_mut().0.flush())
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Downloads blob `d` of `r` into `store`, streaming (never the whole blob in memory); digest and
+/// size are verified while copying and again when the blob is committed.
+pub(crate) async fn download(
+    client: &Client,
+    r: &Reference,
+    d: &Descriptor,
+    store: &ContentStore,
+) -> Result<()> {
+    if store.contains(&d.digest) {
+        return Ok(());
+    }
+    let mut w = store.writer(&d.digest)?;
+    client
+        .copy_blob(
+            r,
+            &reg_digest(&d.digest)?,
+            Some(d.size),
+            &mut BlockingWrite(&mut w),
+        )
+        .await
+        .with_context(|| format!("failed to fetch blob {}", d.digest))?;
+    w.commit(Some(d.size))?;
+    Ok(())
+}
+
+/// Uploads the file at `path` as blob `d` to `dst`, streaming from the file (re-opened by every
+/// retry); `opts` as for [`Client::push_blob`].
+pub(crate) async fn upload_file(
+    client: &Client,
+    dst: &Reference,
+    d: &Descriptor,
+    path: &Path,
+    opts: &PushBlobOptions,
+) -> Result<()> {
+    client
+        .push_blob_from(
+            dst,
+            &reg_digest(&d.digest)?,
+            d.size,
+            Arc::new(BlobFile::new(path)),
+            opts,
+        )
+        .await
+        .with_context(|| format!("failed to push blob {}", d.digest))?;
+    Ok(())
 }
 
 fn is_manifest_type(m: &str) -> bool {
@@ -86,14 +167,7 @@ pub(crate) fn pull(client: &Client, r: &Reference, store: &ContentStore) -> Resu
         for bytes in manifests {
             let m = Manifest::from_json(&bytes)?;
             for d in std::iter::once(&m.config).chain(m.layers.iter()) {
-                if store.contains(&d.digest) {
-                    continue;
-                }
-                let data = client
-                    .get_blob(r, &reg_digest(&d.digest)?, Some(d.size))
-                    .await
-                    .with_context(|| format!("failed to fetch blob {}", d.digest))?;
-                store.write(&d.digest, &data)?;
+                download(client, r, d, store).await?;
             }
         }
         store.write_index_json(&ImageIndex::new(vec![root]).to_json())?;
@@ -122,17 +196,14 @@ pub(crate) fn push(
             if client.blob_exists(dst, &rd).await?.is_some() {
                 continue;
             }
-            let data = ws
-                .read(&d.digest)?
+            let path = ws
+                .path(&d.digest)
                 .ok_or_else(|| anyhow!("{}: not found", d.digest))?;
             let mut opts = PushBlobOptions::new();
             if let Some(src) = mount_from {
                 opts = opts.mount_from(src.clone());
             }
-            client
-                .push_blob(dst, data.into(), &opts)
-                .await
-                .with_context(|| format!("failed to push blob {}", d.digest))?;
+            upload_file(client, dst, d, &path, &opts).await?;
             if !quiet {
                 eprintln!("pushed blob {}", d.digest);
             }
@@ -178,8 +249,9 @@ pub(crate) fn run(
     dir_output: bool,
     args: &ConvertArgs,
     opts: &BuildOptions,
+    debug: bool,
 ) -> Result<()> {
-    let client = client(args)?;
+    let client = client_for(args.user.as_deref(), args.plain_http, debug)?;
     let tmp = crate::standalone::temp_dir(Path::new("."))?;
     let src_ref: Option<Reference> = if is_registry_ref(src) {
         Some(

@@ -18,14 +18,20 @@ enum Format {
     Dir,
 }
 
-pub(crate) fn run(src: &str, dst: &str, args: &ConvertArgs, opts: &BuildOptions) -> Result<()> {
+pub(crate) fn run(
+    src: &str,
+    dst: &str,
+    args: &ConvertArgs,
+    opts: &BuildOptions,
+    debug: bool,
+) -> Result<()> {
     let format = match args.format.as_str() {
         "oci-archive" => Format::Archive,
         "oci-dir" => Format::Dir,
         f => bail!("unsupported output format \"{f}\": must be \"oci-archive\" or \"oci-dir\""),
     };
     if crate::registry_io::is_registry_ref(src) || crate::registry_io::is_registry_ref(dst) {
-        return crate::registry_io::run(src, dst, format == Format::Dir, args, opts);
+        return crate::registry_io::run(src, dst, format == Format::Dir, args, opts, debug);
     }
     let tmp = temp_dir(Path::new(dst))?;
     let src_store = open_input(src, tmp.path())?;

@@ -68,6 +68,13 @@ fn run(cmd: &str, args: &[&str]) -> String {
     text(&o.stdout)
 }
 
+/// `ctr -a SOCK -n NS ARGS...`, asserting success; returns stdout.
+fn ctr(sock: &str, ns: &str, args: &[&str]) -> String {
+    let mut a = vec!["-a", sock, "-n", ns];
+    a.extend_from_slice(args);
+    run("ctr", &a)
+}
+
 /// Number of v1 SOCI referrers of `manifest` in `repo`: via the tag schema on the distribution
 /// registry, via the Referrers API on the other one.
 fn referrers(host: &str, repo: &str, manifest: &str) -> usize {
@@ -122,19 +129,10 @@ fn create_push_and_list() {
                 &format!("docker://{r}"),
             ],
         );
-        run(
-            "ctr",
-            &[
-                "-a",
-                &sock,
-                "-n",
-                &ns,
-                "images",
-                "pull",
-                "--plain-http",
-                "--all-platforms",
-                &r,
-            ],
+        ctr(
+            &sock,
+            &ns,
+            &["images", "pull", "--plain-http", "--all-platforms", &r],
         );
         refs.push(r);
     }
@@ -386,7 +384,7 @@ fn create_push_and_list() {
         &conv,
     ]);
     assert_eq!(out.matches("(already exists)").count(), 0, "{out}");
-    let ls = run("ctr", &["-a", &sock, "-n", &ns, "images", "ls"]);
+    let ls = ctr(&sock, &ns, &["images", "ls"]);
     assert!(
         ls.lines()
             .any(|l| l.starts_with(conv.as_str()) && l.contains(&d1)),
@@ -458,10 +456,7 @@ fn rebuild_db_over_containerd_with_shared_layers() {
                     &format!("docker://{r}"),
                 ],
             );
-            run(
-                "ctr",
-                &["-a", &sock, "-n", &ns, "images", "pull", "--plain-http", &r],
-            );
+            ctr(&sock, &ns, &["images", "pull", "--plain-http", &r]);
             r
         })
         .collect();
@@ -489,19 +484,31 @@ fn rebuild_db_over_containerd_with_shared_layers() {
     let b_index = env.ok(&["index", "list", "-q", "--ref", b]);
     assert_eq!(b_index.lines().count(), 1, "{b_index}");
     let b_table = env.ok(&["index", "list", "--ref", b]);
+    // push from the containerd store: every zTOC arrives in the registry, byte-exact (the
+    // registry verifies each digest).
+    let out = env.ok(&["push", "--plain-http", b]);
+    assert!(
+        out.contains(&format!(
+            "pushing soci index with digest: {}",
+            b_index.trim()
+        )),
+        "{out}"
+    );
+    for z in &b_ztocs {
+        let url = format!("http://{reg}/v2/soci-cli-test/rebuild-{id}/blobs/{z}");
+        let code = run(
+            "curl",
+            &["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I", &url],
+        );
+        assert_eq!(code, "200", "{z} pushed");
+    }
 
     // rm the first image's index (deleted from containerd), then a synchronous GC.
     env.ok(&["index", "rm", "--ref", a]);
     let lease = format!("soci-cli-test-gc-{id}");
-    run(
-        "ctr",
-        &["-a", &sock, "-n", &ns, "leases", "create", "--id", &lease],
-    );
-    run(
-        "ctr",
-        &["-a", &sock, "-n", &ns, "leases", "delete", "--sync", &lease],
-    );
-    let content = run("ctr", &["-a", &sock, "-n", &ns, "content", "ls", "-q"]);
+    ctr(&sock, &ns, &["leases", "create", "--id", &lease]);
+    ctr(&sock, &ns, &["leases", "delete", "--sync", &lease]);
+    let content = ctr(&sock, &ns, &["content", "ls", "-q"]);
     assert!(
         !content.lines().any(|l| l == orphan),
         "GC collected the orphaned zTOC"
@@ -545,5 +552,193 @@ fn rebuild_db_over_containerd_with_shared_layers() {
 
     let _ = Command::new("ctr")
         .args(["-a", &sock, "-n", &ns, "images", "rm", a, b])
+        .output();
+}
+
+/// A `docker-registry` (distribution 2.8) with htpasswd Basic auth on a free loopback port,
+/// stopped (by its pid) on drop.
+struct AuthRegistry {
+    host: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts an [`AuthRegistry`] accepting `user:password`; None (after `SKIPPED: …`) if
+/// `docker-registry` is not installed.
+fn auth_registry(user: &str, password: &str) -> Option<AuthRegistry> {
+    if !have("docker-registry") {
+        println!("SKIPPED: docker-registry not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // distribution's htpasswd wants bcrypt; glibc's crypt(3) makes it (Python's crypt module).
+    let hash = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+            password,
+        ])
+        .output()
+        .expect("python3");
+    assert!(hash.status.success(), "{}", text(&hash.stderr));
+    let hash = text(&hash.stdout).trim().to_owned();
+    assert!(hash.starts_with("$2"), "bcrypt hash: {hash}");
+    std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).expect("htpasswd");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {d}/data}}\nhttp: {{addr: 127.0.0.1:{port}}}\nauth:\n  htpasswd: {{realm: soci-test, path: {d}/htpasswd}}\n",
+            d = dir.path().display()
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.path().join("log")).expect("log");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn docker-registry");
+    let reg = AuthRegistry {
+        host: format!("127.0.0.1:{port}"),
+        child,
+        _dir: dir,
+    };
+    // Ready when /v2/ answers (401 without credentials).
+    for _ in 0..100 {
+        let o = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://{}/v2/", reg.host))
+            .output()
+            .expect("curl");
+        if text(&o.stdout) == "401" {
+            return Some(reg);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the auth registry did not start");
+}
+
+/// `--debug` prints every HTTP request and response of `soci push` to stderr (spec §4.9,
+/// §6.1) and never a credential; without credentials the push is refused (TestPushWithUserFlag).
+#[test]
+fn push_debug_dumps_http_without_credentials() {
+    let Some(sock) = services() else { return };
+    let (user, password) = ("soci-user", "pa55-w0rd-not-in-logs");
+    let Some(reg) = auth_registry(user, password) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(img) = test_image(dir.path(), "small") else {
+        return;
+    };
+    let id = std::process::id();
+    let ns = format!("soci-cli-debug-{id}");
+    let image = format!("{}/soci-cli-test/debug-{id}:v1", reg.host);
+    let creds = format!("{user}:{password}");
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+            &format!("oci:{}:t", img.display()),
+            &format!("docker://{image}"),
+        ],
+    );
+    ctr(
+        &sock,
+        &ns,
+        &["images", "pull", "--plain-http", "--user", &creds, &image],
+    );
+    let env = Env {
+        sock: sock.clone(),
+        ns: ns.clone(),
+        root: dir.path().join("root"),
+        store: "soci",
+    };
+    env.ok(&["create", &image, "--min-layer-size", "0", "-q"]);
+
+    // No credentials: refused, and nothing is dumped without --debug.
+    let out = soci(&env.args(&["push", "--plain-http", &image]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("401"), "{err}");
+    assert!(!err.contains("> GET "), "{err}");
+
+    let mut args = vec!["--debug", "push", "--plain-http", "--user", &creds, &image];
+    args = env.args(&args);
+    let out = soci(&args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("successfully pushed artifact with digest: sha256:"),
+        "{stdout}"
+    );
+    let base = format!("http://{}/v2/soci-cli-test/debug-{id}/", reg.host);
+    // The request lines of a push: blob existence checks, upload start and PUT, manifest PUT.
+    for line in [
+        format!("> HEAD {base}blobs/sha256:"),
+        format!("> POST {base}blobs/uploads/"),
+        format!("> PUT {base}blobs/uploads/"),
+        format!("> PUT {base}manifests/sha256:"),
+    ] {
+        assert!(stderr.contains(&line), "missing {line:?} in:\n{stderr}");
+    }
+    for line in [
+        "< 401 Unauthorized (",
+        "< 202 Accepted (POST ",
+        "< 201 Created (PUT ",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains(">   authorization: REDACTED"),
+        "the credential is shown redacted:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("www-authenticate: Basic realm=\"soci-test\""),
+        "{stderr}"
+    );
+    // Upload locations carry state in their query: values redacted.
+    assert!(stderr.contains("_state=redacted"), "{stderr}");
+    let basic = {
+        // base64 of "user:password", computed here without a dependency.
+        let b = creds.as_bytes();
+        let t = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::new();
+        for c in b.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..=c.len() {
+                s.push(char::from(t[((n >> (18 - 6 * i)) & 63) as usize]));
+            }
+        }
+        s
+    };
+    for secret in [password, basic.as_str()] {
+        assert!(!stderr.contains(secret), "{secret} leaked:\n{stderr}");
+        assert!(!stdout.contains(secret), "{secret} leaked:\n{stdout}");
+    }
+    let _ = Command::new("ctr")
+        .args(["-a", &sock, "-n", &ns, "images", "rm", &image])
         .output();
 }
