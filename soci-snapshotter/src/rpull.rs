@@ -459,6 +459,21 @@ pub async fn rpull(opts: &RpullOptions) -> R<RpullReport> {
         &mut report,
     )
     .await;
+    // The image record must exist before the lease goes: deleting the lease lets containerd's
+    // GC run, and until the record references the manifest, that GC may collect the content
+    // just stored (seen in scripts/e2e-more.sh as `content digest …: not found` at `ctr run`).
+    let result = match result {
+        Ok(()) => {
+            let target = CDescriptor {
+                media_type: top.media_type.clone(),
+                digest: top.digest.to_string(),
+                size: top.bytes.len() as i64,
+                annotations: HashMap::new(),
+            };
+            put_image(&ch, &opts.namespace, &opts.reference, target).await
+        }
+        Err(e) => Err(e),
+    };
     {
         let mut lc = containerd_client::services::v1::leases_client::LeasesClient::new(ch.clone());
         let _ = lc
@@ -469,13 +484,6 @@ pub async fn rpull(opts: &RpullOptions) -> R<RpullReport> {
             .await;
     }
     result?;
-    let target = CDescriptor {
-        media_type: top.media_type.clone(),
-        digest: top.digest.to_string(),
-        size: top.bytes.len() as i64,
-        annotations: HashMap::new(),
-    };
-    put_image(&ch, &opts.namespace, &opts.reference, target).await?;
     report.elapsed = t0.elapsed();
     info!(
         image = %opts.reference,
