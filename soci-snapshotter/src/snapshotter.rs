@@ -130,6 +130,9 @@ impl Snapshotter {
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Record> {
+        // `cleanup` removes every directory without a record, so the directory is created and
+        // renamed to its id under the same lock (containerd calls Cleanup while other Prepares run).
+        let _guard = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = self
             .root
             .join("snapshots")
