@@ -11,10 +11,13 @@
 #                `ctr images rm --sync` unmounts
 #   2 shared     two images sharing 3 big layers (same seed, different top layer), 3 containers of
 #                one and 2 of the other run concurrently: distinct outputs, FUSE mounts == distinct
-#                indexed layers, fuse_mount_failure_count stays 0
+#                indexed layers, fuse_mount_failure_count stays 0; the metrics endpoint has the
+#                `mount` and `synchronous_read` histograms and non-zero per-layer
+#                synchronous_read_count
 #   3 outage     registry stopped after rpull: reading a not-yet-fetched file in a running
-#                container fails with EIO within the configured retries (never hangs); after the
-#                registry is back the same read succeeds with the right content
+#                container fails with EIO within the configured retries (never hangs) and counts
+#                in fuse_file_read_failure_count / sets fuse_failure_state; after the registry is
+#                back the same read succeeds with the right content
 #   4 wrong      `rpull --soci-index-digest` of another image's index: that index is used (logged),
 #                every layer is a local snapshot, the container runs
 #   5 badztoc    v2 index whose zTOC blob is random bytes: 0 FUSE mounts, the layer is local,
@@ -24,10 +27,15 @@
 #   7 defcfg     `soci-snapshotter-grpc config default` output as --config: the daemon starts
 #   8 badcfg     non-numeric values where numbers are expected: exit != 0 within 2 s, message
 #                names the problem
+#   9 mounttimeout  a daemon with mount_timeout_sec = 3 (and the default 300 s blob timeout) pulls
+#                through scripts/hang-range-proxy.py, which never answers ranged blob reads:
+#                "timeout waiting for layer to resolve", the layer becomes a local snapshot,
+#                fuse_mount_failure_count +1, rpull returns (well under the blob timeout) and the
+#                container runs
 #
 # Environment: SOCI_E2E_BASE, REGISTRY_PORT, REFERRERS_PORT (scripts/services.sh; e.g.
 # SOCI_E2E_BASE=/tmp/soci-e2e2 REGISTRY_PORT=5200 REFERRERS_PORT=5201 to stay away from other
-# runs), METRICS_PORT (13381), CARGO_TARGET_DIR.
+# runs), METRICS_PORT (13381), HANG_PORT (METRICS_PORT + 1), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -56,6 +64,7 @@ cleanup() {
   [ -n "$PID" ] && kill -INT "$PID" 2>/dev/null && sleep 1
   [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null
   [ -n "${PID2:-}" ] && kill -KILL "$PID2" 2>/dev/null
+  [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null
   grep " $WORK/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   [ "$started_services" = 1 ] && "$ROOT_DIR/scripts/services.sh" stop >/dev/null 2>&1
 }
@@ -89,6 +98,11 @@ TOML
 metric() { # NAME: value of soci_fs_operation_count{layer="",operation_type=NAME}
   curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" \
     | awk -v n="operation_type=\"$1\"}" 'index($0, "soci_fs_operation_count{layer=\"\",") == 1 && index($0, n) { print $2 }'
+}
+metrics_text() { curl -sf "http://127.0.0.1:$METRICS_PORT/metrics"; }
+layer_metric_sum() { # NAME: sum of soci_fs_operation_count{layer="sha256:…",operation_type=NAME}
+  metrics_text | awk -v n="operation_type=\"$1\"}" \
+    'index($0, "soci_fs_operation_count{layer=\"sha256:") == 1 && index($0, n) { s += $2 } END { print s + 0 }'
 }
 rpull() { # NS REF [ARGS...]
   local ns=$1 ref=$2
@@ -164,10 +178,10 @@ python3 "$ROOT_DIR/scripts/make-test-image.py" "$WORK/layout" a --kind large --s
   >"$WORK/a.json" 2>/dev/null || fail "make image a"
 python3 "$ROOT_DIR/scripts/make-test-image.py" "$WORK/layout" b --kind large --size-mb 48 --synthetic --seed 1 --note image-b \
   >/dev/null 2>&1 || fail "make image b"
-for s in 11 12 13; do
+for s in 11 12 13 14; do
   python3 "$ROOT_DIR/scripts/make-test-image.py" "$WORK/layout" "s$s" --kind small --seed "$s" >/dev/null 2>&1 || fail "make s$s"
 done
-for tag in a b s11 s12 s13; do
+for tag in a b s11 s12 s13 s14; do
   skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:$tag" "docker://$BIG:$tag" || fail "push $tag"
 done
 # Threshold between the 2nd and 3rd largest layer: exactly 2 of the 4 layers are indexed.
@@ -185,6 +199,7 @@ tc=$(ms); convert a a-soci; echo "convert a-soci $(( $(ms) - tc )) ms"
 tc=$(ms); convert b b-soci; echo "convert b-soci $(( $(ms) - tc )) ms"
 convert s11 s11-soci --min-layer-size 0 --span-size 65536
 convert s13 s13-soci --min-layer-size 0 --span-size 65536
+convert s14 s14-soci --min-layer-size 0 --span-size 65536
 T_IMAGES=$(( $(ms) - t ))
 echo "images built, pushed and converted in ${T_IMAGES} ms"
 
@@ -244,11 +259,25 @@ for i in 1 2; do
   [ "$(cat "$WORK/run-b$i.out")" = "$(printf 'id=b%s\nimage-b\nREADY' "$i")" ] || fail "shared: b$i output: $(cat "$WORK/run-b$i.out")"
 done
 [ "$(metric fuse_mount_failure_count)" = "$fail0" ] || fail "shared: fuse_mount_failure_count $fail0 -> $(metric fuse_mount_failure_count)"
-pass "shared layers: 3 FUSE mounts for 2 images, 5 concurrent containers with distinct outputs, no mount failure ($(( $(ms) - t )) ms)"
+# Metrics of the lazy runs (§5.15): latency histograms and the per-layer FUSE read counters.
+metrics_text >"$WORK/metrics-shared.txt" || fail "metrics: endpoint"
+grep -Eq '^soci_fs_operation_duration_milliseconds_bucket\{.*operation_type="mount".*\} [1-9]' "$WORK/metrics-shared.txt" \
+  || fail "metrics: no mount histogram bucket with observations"
+grep -Eq '^soci_fs_operation_duration_microseconds_bucket\{.*operation_type="synchronous_read".*\} [1-9]' "$WORK/metrics-shared.txt" \
+  || fail "metrics: no synchronous_read histogram bucket with observations"
+grep -Eq '^soci_fs_operation_duration_milliseconds_count\{layer="sha256:[0-9a-f]{64}",operation_type="remote_registry_get"\} [1-9]' "$WORK/metrics-shared.txt" \
+  || fail "metrics: no remote_registry_get observations"
+reads=$(layer_metric_sum synchronous_read_count)
+[ "$reads" -gt 0 ] || fail "metrics: synchronous_read_count is $reads after lazy runs"
+served=$(awk 'index($0, "soci_fs_bytes_served{layer=\"sha256:") == 1 { s += $2 } END { print s + 0 }' "$WORK/metrics-shared.txt")
+[ "$served" -gt 0 ] || fail "metrics: synchronous_bytes_served is $served"
+[ "$(metric fuse_failure_state)" = 0 ] || fail "metrics: fuse_failure_state $(metric fuse_failure_state) before any FUSE failure"
+pass "shared layers: 3 FUSE mounts for 2 images, 5 concurrent containers with distinct outputs, no mount failure; metrics: mount/synchronous_read histograms, $reads synchronous reads, $served bytes served ($(( $(ms) - t )) ms)"
 
 # ------------------------------------------------------------------ 3 registry outage during lazy reads
 t=$(ms)
 $CTR -n "$NS-a" run -d --snapshotter soci "$BIG:a-soci" "c$$-out" sleep 600 >/dev/null || fail "outage: run -d"
+rfail0=$(layer_metric_sum fuse_file_read_failure_count)
 REG_PID=$(cat "$SOCI_E2E_BASE/registry/pid")
 kill -TERM "$REG_PID"
 for _ in $(seq 50); do registry_up || break; sleep 0.1; done
@@ -266,6 +295,9 @@ grep -q 'Input/output error' "$WORK/outage.err" || fail "outage: not EIO: $(cat 
 since | grep '"msg":"request failed; retrying"' | grep '"attempt":3,' >/dev/null || fail "outage: no third attempt logged"
 since | grep '"msg":"request failed; retrying"' | grep '"attempt":4,' >/dev/null && fail "outage: more than 2 retries"
 [ "$T_EIO" -ge 300 ] || fail "outage: EIO after ${T_EIO} ms, before the configured backoff (min_wait_msec 100)"
+rfail1=$(layer_metric_sum fuse_file_read_failure_count)
+[ "$rfail1" -gt "$rfail0" ] || fail "outage: fuse_file_read_failure_count $rfail0 -> $rfail1"
+[ "$(metric fuse_failure_state)" = 1 ] || fail "outage: fuse_failure_state is $(metric fuse_failure_state), want 1"
 registry_start
 registry_up || fail "outage: registry not back"
 out=$(timeout 60 $CTR -n "$NS-a" tasks exec --exec-id r2 "c$$-out" soci-test-entrypoint /data/big1/filler-000.bin 2>&1) \
@@ -274,7 +306,7 @@ out=$(timeout 60 $CTR -n "$NS-a" tasks exec --exec-id r2 "c$$-out" soci-test-ent
 $CTR -n "$NS-a" tasks kill -s SIGKILL "c$$-out" >/dev/null 2>&1; sleep 0.3
 $CTR -n "$NS-a" tasks rm -f "c$$-out" >/dev/null 2>&1 || true
 $CTR -n "$NS-a" containers rm "c$$-out" >/dev/null 2>&1 || true
-pass "registry outage: EIO after ${T_EIO} ms (no hang), the same read succeeds once the registry is back ($(( $(ms) - t )) ms)"
+pass "registry outage: EIO after ${T_EIO} ms (no hang), fuse_file_read_failure_count $rfail0 -> $rfail1, fuse_failure_state 1; the same read succeeds once the registry is back ($(( $(ms) - t )) ms)"
 
 # ------------------------------------------------------------------ 4 wrong index digest
 t=$(ms)
@@ -322,6 +354,52 @@ pass "dangling v2 annotation: no valid SOCI index found, no v1 fallback, deferre
 
 stop_daemon INT
 [ "$(fuse_mounts)" = 0 ] || fail "SIGINT left $(fuse_mounts) FUSE mounts"
+
+# ------------------------------------------------------------------ 9 mount timeout
+# The daemon pulls through a proxy that never answers ranged blob reads: the lazy mount's first
+# range read (the gzip header) hangs. [blob] keeps its 300 s default timeout, so only
+# mount_timeout_sec can end the wait; the layer then falls back to a local snapshot (whole-blob
+# GETs pass the proxy).
+t=$(ms)
+HANG_PORT=${HANG_PORT:-$((METRICS_PORT + 1))}
+python3 "$ROOT_DIR/scripts/hang-range-proxy.py" --listen "127.0.0.1:$HANG_PORT" --upstream "$REGISTRY" \
+  >"$WORK/hang-proxy.log" 2>&1 &
+PROXY_PID=$!
+for _ in $(seq 50); do curl -sf --max-time 2 "http://127.0.0.1:$HANG_PORT/v2/" >/dev/null && break; sleep 0.1; done
+curl -sf --max-time 2 "http://127.0.0.1:$HANG_PORT/v2/" >/dev/null || fail "mounttimeout: proxy not up"
+mv "$WORK/config.toml" "$WORK/config-main.toml"
+printf 'metrics_address = "127.0.0.1:%s"\nmount_timeout_sec = 3\n[background_fetch]\ndisable = true\n' \
+  "$METRICS_PORT" >"$WORK/config.toml"
+start_daemon
+mv "$WORK/config-main.toml" "$WORK/config.toml"
+before=$(fuse_mounts)
+fail0=$(metric fuse_mount_failure_count)
+mark
+t1=$(ms)
+rc=0
+timeout 120 "$SOCI" -a "$CONTAINERD_ADDRESS" -n "$NS-hang" image rpull --plain-http "127.0.0.1:$HANG_PORT/$REPO:s14-soci" \
+  >"$WORK/rpull-hang.out" 2>&1 || rc=$?
+T_HANG=$(( $(ms) - t1 ))
+[ "$rc" != 124 ] || fail "mounttimeout: rpull still hanging after 120 s"
+[ "$rc" = 0 ] || { cat "$WORK/rpull-hang.out"; fail "mounttimeout: rpull failed"; }
+grep -q 'holding /v2/' "$WORK/hang-proxy.log" || fail "mounttimeout: no ranged read reached the proxy"
+since | grep '"msg":"timeout waiting for layer to resolve"' | grep '"layerDigest":"sha256:' >/dev/null \
+  || fail "mounttimeout: no 'timeout waiting for layer to resolve'"
+since | grep '"msg":"failed to prepare remote snapshot"' | grep 'timeout waiting for layer sha256:[0-9a-f]* to resolve' >/dev/null \
+  || fail "mounttimeout: remote prepare did not fail with the timeout"
+since | grep '"local-snapshot-prepared":"true"' >/dev/null || fail "mounttimeout: layer not a local snapshot"
+[ "$(fuse_mounts)" = "$before" ] || fail "mounttimeout: a FUSE mount was made"
+fail1=$(metric fuse_mount_failure_count)
+[ "$fail1" = $((fail0 + 1)) ] || fail "mounttimeout: fuse_mount_failure_count $fail0 -> $fail1 (want +1)"
+# Generous bound: the 3 s mount timeout plus index/zTOC fetch and local unpack, far below the
+# 300 s blob timeout that would end the hang otherwise.
+[ "$T_HANG" -lt 60000 ] || fail "mounttimeout: rpull took ${T_HANG} ms"
+out=$($CTR -n "$NS-hang" run --rm --snapshotter soci "127.0.0.1:$HANG_PORT/$REPO:s14-soci" "c$$-h" soci-test-entrypoint --all 2>&1) \
+  || fail "mounttimeout: run: $out"
+[[ $out == *READY* ]] || fail "mounttimeout: run output: $out"
+stop_daemon INT
+kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
+pass "mount timeout: ranged reads hung, remote mount gave up after mount_timeout_sec = 3, local snapshot, rpull in ${T_HANG} ms, run --all ok ($(( $(ms) - t )) ms)"
 
 # ------------------------------------------------------------------ 7 default config starts
 "$DAEMON" config default >"$WORK/default.toml" || fail "config default"
