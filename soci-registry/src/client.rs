@@ -76,9 +76,22 @@ impl Client {
         })
     }
 
+    /// `host[:port]` the API requests of `r` go to: the configured endpoint's, else `r`'s registry.
+    fn api_authority<'a>(&'a self, r: &'a Reference) -> &'a str {
+        match &self.t.cfg.endpoint {
+            Some(e) => e.host(),
+            None => r.api_host(),
+        }
+    }
+
     fn origin_url(&self, r: &Reference) -> Result<Url> {
-        let host = r.api_host();
-        let s = format!("{}://{host}/v2/", self.t.scheme_for(host));
+        let s = match &self.t.cfg.endpoint {
+            Some(e) => format!("{}/", e.base_url()),
+            None => {
+                let host = r.api_host();
+                format!("{}://{host}/v2/", self.t.scheme_for(host))
+            }
+        };
         Url::parse(&s).map_err(|e| Error::InvalidReference {
             reference: r.to_string(),
             source: ReferenceParseError(Box::new(e)),
@@ -108,7 +121,7 @@ impl Client {
             url,
             headers: HeaderMap::new(),
             body: None,
-            registry: r.api_host().to_ascii_lowercase(),
+            registry: self.api_authority(r).to_ascii_lowercase(),
             auth_origin: origin,
             scope,
         }
@@ -148,7 +161,7 @@ impl Client {
             &req.method,
             &req.redacted_url(),
             attempts,
-            self.t.cfg.request_timeout,
+            self.t.cfg.reported_timeout(),
             e,
         )
     }
@@ -538,7 +551,7 @@ impl Client {
         let mut out = BytesMut::with_capacity(len.min(8 << 20) as usize);
         let mut attempts = Attempts::new(&self.t.cfg);
         let key = (
-            r.api_host().to_ascii_lowercase(),
+            self.api_authority(r).to_ascii_lowercase(),
             r.repository().to_owned(),
             digest.to_string(),
         );

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::client::Client;
+use crate::endpoint::Endpoint;
 use crate::error::Result;
 
 /// Default number of retries after the first attempt (SOCI spec §5.12, `[http] max_retries`).
@@ -42,12 +43,23 @@ pub(crate) struct Config {
     pub(crate) max_retries: u32,
     pub(crate) min_wait: Duration,
     pub(crate) max_wait: Duration,
-    pub(crate) request_timeout: Duration,
+    /// `None`: no per-request timeout ([`ClientBuilder::no_request_timeout`]).
+    pub(crate) request_timeout: Option<Duration>,
     pub(crate) dial_timeout: Duration,
     pub(crate) user_agent: String,
     pub(crate) max_redirects: usize,
     pub(crate) referrers_gc: bool,
     pub(crate) http_hook: crate::http_log::HookSlot,
+    /// Where every API request goes instead of the reference's registry host.
+    pub(crate) endpoint: Option<Endpoint>,
+}
+
+impl Config {
+    /// The timeout reported in [`crate::Error::Timeout`]: the request timeout, or the connect
+    /// timeout (the only one left) when requests have none.
+    pub(crate) fn reported_timeout(&self) -> Duration {
+        self.request_timeout.unwrap_or(self.dial_timeout)
+    }
 }
 
 impl Default for Config {
@@ -58,12 +70,13 @@ impl Default for Config {
             max_retries: DEFAULT_MAX_RETRIES,
             min_wait: DEFAULT_MIN_WAIT,
             max_wait: DEFAULT_MAX_WAIT,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
             user_agent: concat!("soci-registry/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_redirects: DEFAULT_MAX_REDIRECTS,
             referrers_gc: true,
             http_hook: crate::http_log::HookSlot::default(),
+            endpoint: None,
         }
     }
 }
@@ -124,7 +137,22 @@ impl ClientBuilder {
 
     /// Timeout of one attempt, from connecting until the whole body is read. By default 300 s.
     pub fn request_timeout(&mut self, t: Duration) -> &mut ClientBuilder {
-        self.config.request_timeout = t;
+        self.config.request_timeout = Some(t);
+        self
+    }
+
+    /// No per-request timeout at all (a mirror's negative `request_timeout_sec`, spec §5.12); the
+    /// connect timeout still applies.
+    pub fn no_request_timeout(&mut self) -> &mut ClientBuilder {
+        self.config.request_timeout = None;
+        self
+    }
+
+    /// Sends the API requests of every reference to `endpoint` (a mirror) instead of the reference's
+    /// registry host; the endpoint's scheme replaces the [`PlainHttp`] policy. Credentials and tokens
+    /// are looked up for the endpoint's host. By default unset.
+    pub fn endpoint(&mut self, endpoint: Endpoint) -> &mut ClientBuilder {
+        self.config.endpoint = Some(endpoint);
         self
     }
 

@@ -72,6 +72,15 @@ pub enum Error {
         tag: String,
     },
 
+    /// An [`Endpoint`](crate::Endpoint) host or API path is unusable (spec §5.12, "invalid host").
+    #[error("invalid registry endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The rejected host (or host and path).
+        endpoint: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
     /// The HTTP client could not be constructed (TLS setup).
     #[error("cannot build the HTTP client")]
     ClientSetup {

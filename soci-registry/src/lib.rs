@@ -8,6 +8,7 @@ mod challenge;
 mod client;
 mod config;
 mod digest;
+mod endpoint;
 mod error;
 mod http_log;
 mod reference;
@@ -22,6 +23,7 @@ pub use config::{
     DEFAULT_MAX_WAIT, DEFAULT_MIN_WAIT, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use digest::Digest;
+pub use endpoint::{is_loopback_host, Endpoint, DEFAULT_API_PATH};
 pub use error::{BoxError, Error, ReferenceParseError, RegistryError, Result};
 pub use http_log::{HttpEvent, HttpHook, REDACTED};
 pub use reference::Reference;

@@ -386,8 +386,10 @@ impl Transport {
             let mut rb = self
                 .http
                 .request(method.clone(), url.clone())
-                .headers(req.headers.clone())
-                .timeout(self.cfg.request_timeout);
+                .headers(req.headers.clone());
+            if let Some(t) = self.cfg.request_timeout {
+                rb = rb.timeout(t);
+            }
             // Only the registry's own origin ever sees our credentials; a redirect to storage
             // (S3, CDN) carries its authorisation in the URL.
             let authz_here = authz.filter(|_| Origin::of(&url) == req.auth_origin);
@@ -500,7 +502,7 @@ impl Transport {
                         &req.method,
                         &req.redacted_url(),
                         attempts,
-                        self.cfg.request_timeout,
+                        self.cfg.reported_timeout(),
                         e,
                     ));
                 }
@@ -759,7 +761,7 @@ impl Transport {
             });
         }
         let started = Instant::now();
-        let body = read_small(resp, &token_req, &mut attempts, self.cfg.request_timeout).await?;
+        let body = read_small(resp, &token_req, &mut attempts, self.cfg.reported_timeout()).await?;
         let answer: TokenAnswer =
             serde_json::from_slice(&body).map_err(|e| Error::TokenResponse {
                 realm: realm_redacted.clone(),
