@@ -4,6 +4,8 @@
 //! (`containerd.io/snapshot.ref` present), in the availability check, on removal and at restart.
 //! Everything touching the registry, the SOCI index and FUSE lives behind it.
 
+pub mod fetcher;
+pub mod hosts;
 pub mod soci;
 pub mod unpack;
 

@@ -17,8 +17,11 @@ use soci_fs::{BlobSource, RequestKind, SourceError};
 use soci_registry::{Client, Digest, Reference};
 use tracing::{debug, info, warn};
 
+use super::fetcher::LayerFetcher;
+pub use super::hosts::ClientTuning;
+use super::hosts::{registry_hosts, Hosts};
 use super::{RemoteError, RemoteLayers};
-use crate::config::Config;
+use crate::config::{Config, ResolverConfig};
 use crate::snapshotter::label;
 
 const V1_ARTIFACT_TYPE: &str = "application/vnd.amazon.soci.index.v1+json";
@@ -51,21 +54,11 @@ pub struct SociOptions {
     pub prefetch_max_concurrency: usize,
     /// `mount_timeout_sec`: how long a mount waits for its layer to resolve (spec §5.5).
     pub mount_timeout: Duration,
-}
-
-/// Retry and timeout settings of one registry client (§5.12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientTuning {
-    /// Retries after the first attempt.
-    pub max_retries: u32,
-    /// First backoff.
-    pub min_wait: std::time::Duration,
-    /// Backoff cap.
-    pub max_wait: std::time::Duration,
-    /// Timeout of one attempt.
-    pub request_timeout: std::time::Duration,
-    /// TCP connect timeout.
-    pub dial_timeout: std::time::Duration,
+    /// `[resolver]`: mirrors per registry host.
+    pub resolver: ResolverConfig,
+    /// `[blob] valid_interval` (zero with `check_always`): how often `Check` probes a lazy layer's
+    /// registry host.
+    pub blob_check_interval: std::time::Duration,
 }
 
 impl SociOptions {
@@ -116,6 +109,8 @@ impl SociOptions {
             prefetch: c.prefetch.enable,
             prefetch_max_concurrency: usize::try_from(c.prefetch.max_concurrency).unwrap_or(0),
             mount_timeout: Duration::from_secs(c.mount_timeout_sec.max(1) as u64),
+            resolver: c.resolver.clone(),
+            blob_check_interval: std::time::Duration::from_secs(c.blob.valid_interval.max(0) as u64),
         }
     }
 }
@@ -165,7 +160,10 @@ pub struct Soci {
     rt: tokio::runtime::Handle,
     root: PathBuf,
     opts: SociOptions,
-    clients: Mutex<HashMap<String, Client>>,
+    /// Registry hosts (mirrors, then the registry) with their clients, per registry name.
+    hosts: Mutex<HashMap<String, Arc<Hosts>>>,
+    /// The blob fetcher of each lazily mounted layer (for `Check`).
+    fetchers: Mutex<HashMap<PathBuf, Arc<LayerFetcher>>>,
     images: Mutex<HashMap<String, Discovery>>,
     mounts: Mutex<HashMap<PathBuf, (String, soci_fs::MountHandle)>>,
     fetcher: Option<soci_fs::BackgroundFetcher>,
@@ -234,7 +232,8 @@ impl Soci {
             rt: tokio::runtime::Handle::current(),
             root: root.to_path_buf(),
             opts,
-            clients: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(HashMap::new()),
+            fetchers: Mutex::new(HashMap::new()),
             images: Mutex::new(HashMap::new()),
             mounts: Mutex::new(HashMap::new()),
             fetcher,
@@ -246,32 +245,25 @@ impl Soci {
         })
     }
 
-    /// The registry client of `reference`'s host: with the `[blob]` settings for lazy range reads
-    /// (`blob`), else with the `[http]` ones.
-    fn client(&self, reference: &Reference, blob: bool) -> Result<Client, RemoteError> {
-        let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let key = format!(
-            "{}{}",
-            if blob { "blob:" } else { "" },
-            reference.registry()
-        );
-        if let Some(c) = m.get(&key) {
-            return Ok(c.clone());
+    /// The registry hosts of `reference` (spec §5.12): its `[resolver.host]` mirrors in order,
+    /// then its registry, each with an `[http]` and a `[blob]` client.
+    fn hosts(&self, reference: &Reference) -> Result<Arc<Hosts>, RemoteError> {
+        let mut m = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = m.get(reference.registry()) {
+            return Ok(h.clone());
         }
-        let t = if blob { self.opts.blob } else { self.opts.http };
-        let mut b = Client::builder();
-        b.plain_http(soci_registry::PlainHttp::Loopback);
-        b.auth(soci_registry::Auth::docker_config());
-        b.max_retries(t.max_retries);
-        b.retry_wait(t.min_wait, t.max_wait);
-        b.request_timeout(t.request_timeout);
-        b.dial_timeout(t.dial_timeout);
-        b.user_agent(format!("soci-snapshotter/{}", env!("CARGO_PKG_VERSION")));
-        let c = b
-            .build()
-            .map_err(|e| RemoteError::other("building registry client", chain(&e)))?;
-        m.insert(key, c.clone());
-        Ok(c)
+        let list = registry_hosts(&self.opts.resolver, reference.registry());
+        debug!(
+            registry = reference.registry(),
+            hosts = ?list.iter().map(|h| h.endpoint.to_string()).collect::<Vec<_>>(),
+            "registry hosts"
+        );
+        let h = Arc::new(
+            Hosts::new(list, &self.opts.http, &self.opts.blob)
+                .map_err(|e| RemoteError::other("building registry client", chain(&e)))?,
+        );
+        m.insert(reference.registry().to_string(), h.clone());
+        Ok(h)
     }
 
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
@@ -324,21 +316,21 @@ impl Soci {
     ) -> Result<Arc<ImageArtifacts>, String> {
         let reference = Reference::from_str(image)
             .map_err(|e| format!("invalid image reference {image:?}: {e}"))?;
-        let client = self.client(&reference, false).map_err(|e| e.to_string())?;
+        let hosts = self.hosts(&reference).map_err(|e| e.to_string())?;
         let manifest_digest = Digest::from_str(manifest)
             .map_err(|e| format!("invalid manifest digest {manifest:?}: {e}"))?;
         let index_digest =
             self.rt
-                .block_on(self.discover(&client, &reference, &manifest_digest, labels))?;
+                .block_on(self.discover(&hosts, &reference, &manifest_digest, labels))?;
         info!(digest = %index_digest, "fetching SOCI artifacts using index descriptor");
         self.rt
-            .block_on(self.fetch(&client, &reference, &index_digest))
+            .block_on(self.fetch(&hosts, &reference, &index_digest))
             .map(Arc::new)
     }
 
     async fn discover(
         &self,
-        client: &Client,
+        hosts: &Hosts,
         reference: &Reference,
         manifest: &Digest,
         labels: &BTreeMap<String, String>,
@@ -357,10 +349,14 @@ impl Soci {
         }
         if self.opts.soci_v2 {
             debug!("checking for soci v2 index annotation");
-            let m = client
-                .get_manifest(&reference.to_digest(manifest))
+            let by_digest = reference.to_digest(manifest);
+            let m = hosts
+                .first(|c| {
+                    let r = by_digest.clone();
+                    async move { c.get_manifest(&r).await }
+                })
                 .await
-                .map_err(|e| format!("failed to fetch image manifest: {}", chain(&e)))?;
+                .map_err(|e| format!("failed to fetch image manifest: {e}"))?;
             let v: serde_json::Value = serde_json::from_slice(&m.bytes)
                 .map_err(|e| format!("failed to decode image manifest: {e}"))?;
             if let Some(d) = v
@@ -381,11 +377,17 @@ impl Soci {
         }
         if self.opts.soci_v1 {
             debug!("checking for soci v1 index via referrers API");
-            let r = client
-                .referrers(reference, manifest, Some(V1_ARTIFACT_TYPE))
+            // A host without referrers (e.g. a mirror) moves on to the next one.
+            let found = hosts
+                .first_ok(|c| async move {
+                    let r = c
+                        .referrers(reference, manifest, Some(V1_ARTIFACT_TYPE))
+                        .await?;
+                    Ok(r.descriptors.into_iter().next())
+                })
                 .await
-                .map_err(|e| format!("failed to list referrers: {}", chain(&e)))?;
-            if let Some(d) = r.descriptors.first() {
+                .map_err(|e| format!("failed to list referrers: {e}"))?;
+            if let Some(d) = found {
                 debug!(digest = %d.digest, "using soci v1 index via referrers API");
                 return Ok(d.digest.clone());
             }
@@ -398,7 +400,7 @@ impl Soci {
 
     async fn fetch(
         &self,
-        client: &Client,
+        hosts: &Hosts,
         reference: &Reference,
         index_digest: &Digest,
     ) -> Result<ImageArtifacts, String> {
@@ -407,12 +409,14 @@ impl Soci {
             Some(b) => b,
             None => {
                 let started = Instant::now();
-                let m = client
-                    .get_manifest(&reference.to_digest(index_digest))
+                let by_digest = reference.to_digest(index_digest);
+                let m = hosts
+                    .first(|c| {
+                        let r = by_digest.clone();
+                        async move { c.get_manifest(&r).await }
+                    })
                     .await
-                    .map_err(|e| {
-                        format!("cannot fetch soci index {index_digest}: {}", chain(&e))
-                    })?;
+                    .map_err(|e| format!("cannot fetch soci index {index_digest}: {e}"))?;
                 crate::metrics::observe(
                     "soci_index_fetch",
                     index_digest.as_str(),
@@ -446,10 +450,13 @@ impl Soci {
             futs.push(async move {
                 info!(digest = %dg, "fetching artifact from remote");
                 let started = Instant::now();
-                let b = client
-                    .get_blob(reference, &dg, Some(size))
+                let b = hosts
+                    .first(|c| {
+                        let dg = dg.clone();
+                        async move { c.get_blob(reference, &dg, Some(size)).await }
+                    })
                     .await
-                    .map_err(|e| format!("cannot fetch artifact {dg}: {}", chain(&e)))?;
+                    .map_err(|e| format!("cannot fetch artifact {dg}: {e}"))?;
                 if let Some(layer) = ztoc_layers.get(dg.as_str()) {
                     crate::metrics::observe("ztoc_fetch", layer, started.elapsed());
                 }
@@ -560,7 +567,7 @@ impl soci_fs::Observer for LayerObserver {
 struct ResolveJob {
     layer: String,
     ztoc_bytes: Vec<u8>,
-    source: Arc<dyn BlobSource>,
+    fetcher: Arc<LayerFetcher>,
     cache_parent: PathBuf,
     span_options: soci_fs::SpanOptions,
     metrics: Arc<soci_fs::Metrics>,
@@ -569,15 +576,18 @@ struct ResolveJob {
 type Resolved = (Arc<soci_fs::SpanManager>, soci_fs::Tree);
 
 impl ResolveJob {
-    /// Unmarshals the zTOC (`ztoc_unmarshal`), creates the span manager (which reads and checks
-    /// the blob's gzip header from the registry) and builds the tree (`init_metadata_store`).
+    /// Unmarshals the zTOC (`ztoc_unmarshal`), resolves the registry host of the blob
+    /// (`blob_redirect`, spec §5.12), creates the span manager (which reads and checks the blob's
+    /// gzip header from the registry) and builds the tree (`init_metadata_store`).
     fn run(self) -> Result<Resolved, String> {
         let t = Instant::now();
         let ztoc = soci_ztoc::Ztoc::from_bytes(&self.ztoc_bytes).map_err(|e| chain(&e))?;
         crate::metrics::observe("ztoc_unmarshal", &self.layer, t.elapsed());
+        self.fetcher.resolve()?;
+        let source: Arc<dyn BlobSource> = self.fetcher;
         let spans = soci_fs::SpanManager::new(
             &ztoc,
-            self.source,
+            source,
             &self.cache_parent,
             self.span_options,
             self.metrics,
@@ -706,18 +716,19 @@ impl Soci {
     fn fetch_artifact(&self, image: &str, digest: &str, size: u64) -> Option<Vec<u8>> {
         let reference = Reference::from_str(image).ok()?;
         let dg = Digest::from_str(digest).ok()?;
-        let client = self.client(&reference, false).ok()?;
+        let hosts = self.hosts(&reference).ok()?;
         info!(digest, "fetching artifact from remote");
-        match self
-            .rt
-            .block_on(client.get_blob(&reference, &dg, Some(size)))
-        {
+        let got = self.rt.block_on(hosts.first(|c| {
+            let (r, dg) = (reference.clone(), dg.clone());
+            async move { c.get_blob(&r, &dg, Some(size)).await }
+        }));
+        match got {
             Ok(b) => {
                 self.local_put(digest, &b);
                 Some(b.to_vec())
             }
-            Err(e) => {
-                warn!(digest, error = %chain(&e), "cannot fetch artifact");
+            Err(error) => {
+                warn!(digest, error, "cannot fetch artifact");
                 None
             }
         }
@@ -761,20 +772,21 @@ impl RemoteLayers for Soci {
             .local_get(&ztoc_digest)
             .ok_or_else(|| resolve(format!("ztoc {ztoc_digest} not in the local store")))?;
         let reference = Reference::from_str(image).map_err(|e| resolve(e.to_string()))?;
-        let client = self.client(&reference, true)?;
+        let hosts = self.hosts(&reference)?;
         let digest = Digest::from_str(layer).map_err(|e| resolve(e.to_string()))?;
-        let source: Arc<dyn BlobSource> = Arc::new(RegistryBlob::new(
+        let fetcher = Arc::new(LayerFetcher::new(
             self.rt.clone(),
-            client,
+            hosts,
             reference,
             digest,
+            self.opts.blob_check_interval,
         ));
         let mut sopts = soci_fs::SpanOptions::default();
         sopts.max_span_verification_retries = self.opts.max_span_verification_retries;
         let job = ResolveJob {
             layer: layer.to_string(),
             ztoc_bytes,
-            source,
+            fetcher: fetcher.clone(),
             cache_parent: self.root.join("soci/spancache"),
             span_options: sopts,
             metrics: self.layer_metrics(layer),
@@ -818,6 +830,10 @@ impl RemoteLayers for Soci {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(mountpoint.to_path_buf(), (layer.to_string(), handle));
+        self.fetchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(mountpoint.to_path_buf(), fetcher);
         crate::metrics::observe("mount", layer, started.elapsed());
         self.shared
             .lock()
@@ -831,18 +847,36 @@ impl RemoteLayers for Soci {
         mountpoint: &Path,
         _labels: &BTreeMap<String, String>,
     ) -> Result<(), RemoteError> {
-        if self
+        // A layer not fully fetched yet needs its registry: check (and re-resolve) its host.
+        let incomplete = self
             .mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(mountpoint)
-        {
-            Ok(())
-        } else {
-            Err(RemoteError::Unavailable(format!(
+            .get(mountpoint)
+            .map(|(_, h)| {
+                let spans = h.spans();
+                spans.fetched_size() < spans.blob_size()
+            });
+        let Some(incomplete) = incomplete else {
+            return Err(RemoteError::Unavailable(format!(
                 "layer at {} is not mounted",
                 mountpoint.display()
-            )))
+            )));
+        };
+        let fetcher = self
+            .fetchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(mountpoint)
+            .cloned();
+        match fetcher {
+            Some(f) if incomplete => f.check().map_err(|e| {
+                RemoteError::Unavailable(format!(
+                    "layer at {} cannot reach its registry: {e}",
+                    mountpoint.display()
+                ))
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -857,6 +891,10 @@ impl RemoteLayers for Soci {
                 .unmount()
                 .map_err(|e| RemoteError::other("unmounting id-mapped layer", chain(&e)));
         }
+        self.fetchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(mountpoint);
         self.shared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -889,7 +927,7 @@ impl RemoteLayers for Soci {
         let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
         let reference =
             Reference::from_str(image).map_err(|e| RemoteError::other("parsing image ref", e))?;
-        let client = self.client(&reference, false)?;
+        let hosts = self.hosts(&reference)?;
         let digest =
             Digest::from_str(layer).map_err(|e| RemoteError::other("parsing layer digest", e))?;
         let size = labels
@@ -904,19 +942,27 @@ impl RemoteLayers for Soci {
                     std::process::id(),
                     digest.encoded()
                 ));
+                // The registry hosts in order (mirrors first); each try starts a fresh file.
                 let res = self.rt.block_on(async {
-                    let mut f = tokio::fs::File::create(&scratch)
-                        .await
-                        .map_err(|e| RemoteError::other("creating scratch file", e))?;
-                    client
-                        .copy_blob(&reference, &digest, size, &mut f)
-                        .await
-                        .map_err(|e| RemoteError::other("downloading layer", chain(&e)))?;
-                    use tokio::io::AsyncWriteExt;
-                    f.flush()
-                        .await
-                        .map_err(|e| RemoteError::other("writing layer", e))?;
-                    Ok::<(), RemoteError>(())
+                    let mut errors = Vec::new();
+                    for h in hosts.entries() {
+                        let mut f = tokio::fs::File::create(&scratch)
+                            .await
+                            .map_err(|e| RemoteError::other("creating scratch file", e))?;
+                        match h.http.copy_blob(&reference, &digest, size, &mut f).await {
+                            Ok(_) => {
+                                use tokio::io::AsyncWriteExt;
+                                f.flush()
+                                    .await
+                                    .map_err(|e| RemoteError::other("writing layer", e))?;
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                errors.push(format!("{}: {}", h.host.endpoint, chain(&e)));
+                            }
+                        }
+                    }
+                    Err(RemoteError::other("downloading layer", errors.join("; ")))
                 });
                 if let Err(e) = res {
                     let _ = std::fs::remove_file(&scratch);
