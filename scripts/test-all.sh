@@ -87,6 +87,9 @@ e2e scripts/e2e.sh
 step "end-to-end, more §8 scenarios (sparse/invalid/wrong/dangling index, shared layers, outage, configs)"
 e2e scripts/e2e-more.sh
 
+step "end-to-end, [resolver] mirrors and insecure non-loopback registries"
+e2e scripts/e2e-mirror.sh
+
 step "end-to-end, id-mapped rootfs (user namespaces: lazy, mixed and no-index images, several ranges, restart)"
 e2e scripts/e2e-idmap.sh
 
