@@ -57,7 +57,7 @@ registry_start() { "$ROOT_DIR/scripts/services.sh" start >/dev/null 2>&1 || fail
 
 # A distribution 2.8 instance with its own config, data dir, log and pid file under $WORK/NAME.
 reg_start() { # NAME ADDR
-  local dir=$WORK/$1 i
+  local dir=$WORK/$1
   mkdir -p "$dir/data"
   cat >"$dir/config.yml" <<YML
 version: 0.1
@@ -73,7 +73,7 @@ http:
 YML
   setsid docker-registry serve "$dir/config.yml" >>"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     curl -sf --max-time 1 "http://$2/v2/" >/dev/null && return 0
     kill -0 "$(cat "$dir/pid")" 2>/dev/null || break
     sleep 0.1
