@@ -567,7 +567,10 @@ impl soci_fs::Observer for LayerObserver {
 struct ResolveJob {
     layer: String,
     ztoc_bytes: Vec<u8>,
-    fetcher: Arc<LayerFetcher>,
+    source: Arc<dyn BlobSource>,
+    /// The registry fetcher behind `source`, whose host is resolved first (`None` for other
+    /// sources).
+    fetcher: Option<Arc<LayerFetcher>>,
     cache_parent: PathBuf,
     span_options: soci_fs::SpanOptions,
     metrics: Arc<soci_fs::Metrics>,
@@ -583,11 +586,12 @@ impl ResolveJob {
         let t = Instant::now();
         let ztoc = soci_ztoc::Ztoc::from_bytes(&self.ztoc_bytes).map_err(|e| chain(&e))?;
         crate::metrics::observe("ztoc_unmarshal", &self.layer, t.elapsed());
-        self.fetcher.resolve()?;
-        let source: Arc<dyn BlobSource> = self.fetcher;
+        if let Some(f) = &self.fetcher {
+            f.resolve()?;
+        }
         let spans = soci_fs::SpanManager::new(
             &ztoc,
-            source,
+            self.source,
             &self.cache_parent,
             self.span_options,
             self.metrics,
@@ -786,7 +790,8 @@ impl RemoteLayers for Soci {
         let job = ResolveJob {
             layer: layer.to_string(),
             ztoc_bytes,
-            fetcher: fetcher.clone(),
+            source: fetcher.clone(),
+            fetcher: Some(fetcher.clone()),
             cache_parent: self.root.join("soci/spancache"),
             span_options: sopts,
             metrics: self.layer_metrics(layer),
@@ -1109,6 +1114,7 @@ mod tests {
             layer: layer.to_string(),
             ztoc_bytes: ztoc_bytes.clone(),
             source,
+            fetcher: None,
             cache_parent: dir.path().to_path_buf(),
             span_options: soci_fs::SpanOptions::default(),
             metrics: Arc::new(soci_fs::Metrics::default()),
