@@ -8,6 +8,9 @@
 //! the background fetcher must complete the layer (progress file at 100 %) with one request per
 //! remaining span, and every file must read back exactly.
 //!
+//! A third test runs the `[resolver]` mirror fetcher (`remote::fetcher::LayerFetcher`) over two
+//! registries: reads go to the mirror, then fail over to the primary when the mirror is killed.
+//!
 //! Needs root, /dev/fuse and `docker-registry` (`apt-get install docker-registry`); otherwise
 //! prints `SKIPPED: <reason>`.
 
@@ -657,4 +660,115 @@ fn registry_lazy_layer_prefetch_artifact_spans_fetched_at_mount() {
         &files.iter().find(|(n, _)| n == TARGET).expect("target").1
     );
     drop(mounted);
+}
+
+/// `[resolver]` mirrors (spec §5.12) with two real registries: the layer fetcher reads from the
+/// mirror first; when the mirror is gone, a failed read resolves the hosts again and the primary
+/// serves it; with no host left, reads and checks fail instead of hanging.
+#[test]
+fn registry_mirror_fetcher_fails_over_to_the_primary() {
+    use soci_snapshotter::config::Config;
+    use soci_snapshotter::remote::fetcher::LayerFetcher;
+    use soci_snapshotter::remote::hosts::{registry_hosts, ClientTuning, Hosts};
+
+    let (primary, mirror) = match (start_registry(), start_registry()) {
+        (Ok(p), Ok(m)) => (p, m),
+        (Err(reason), _) | (_, Err(reason)) => {
+            println!("SKIPPED: {reason}");
+            return;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let blob = Bytes::from(noise(300_000, 9));
+    let digest = Digest::sha256_of(&blob);
+    let image: Reference = format!("127.0.0.1:{}/{REPO}:v1", primary.port)
+        .parse()
+        .expect("reference");
+    let pusher = Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .build()
+        .expect("client");
+    for port in [primary.port, mirror.port] {
+        let r: Reference = format!("127.0.0.1:{port}/{REPO}:v1")
+            .parse()
+            .expect("reference");
+        rt.block_on(pusher.push_blob(&r, blob.clone(), &PushBlobOptions::new()))
+            .expect("push");
+    }
+    let (cfg, _) = Config::from_toml(&format!(
+        "[[resolver.host.\"127.0.0.1:{p}\".mirrors]]\nhost = \"http://127.0.0.1:{m}\"\n",
+        p = primary.port,
+        m = mirror.port
+    ))
+    .expect("config");
+    let list = registry_hosts(&cfg.resolver, image.registry());
+    assert_eq!(list.len(), 2, "{list:?}");
+    let tuning = ClientTuning {
+        max_retries: 1,
+        min_wait: Duration::from_millis(10),
+        max_wait: Duration::from_millis(20),
+        request_timeout: Duration::from_secs(10),
+        dial_timeout: Duration::from_secs(2),
+    };
+    let hosts = Arc::new(Hosts::new(list, &tuning, &tuning).expect("hosts"));
+    let mirror_url = format!("http://127.0.0.1:{}/v2", mirror.port);
+    let primary_url = format!("http://127.0.0.1:{}/v2", primary.port);
+    let f = LayerFetcher::new(
+        rt.handle().clone(),
+        hosts.clone(),
+        image.clone(),
+        digest.clone(),
+        Duration::ZERO,
+    );
+    f.resolve().expect("resolve");
+    assert_eq!(f.current_host(), mirror_url);
+    let got = f
+        .read_at(1000..5000, RequestKind::OnDemand)
+        .expect("read from the mirror");
+    assert_eq!(got, blob[1000..5000]);
+    f.check().expect("mirror reachable");
+    // Probe + read + check on the mirror, nothing on the primary.
+    assert_eq!(settled_range_gets(&mirror.log, &digest, 3).0, 3);
+    assert_eq!(logged_range_gets(&primary.log, &digest).0, 0);
+
+    drop(mirror);
+    let got = f
+        .read_at(100_000..120_000, RequestKind::OnDemand)
+        .expect("read after the mirror went down");
+    assert_eq!(got, blob[100_000..120_000]);
+    assert_eq!(f.current_host(), primary_url);
+    // The primary answered the probe of the re-resolution and the repeated read.
+    assert_eq!(settled_range_gets(&primary.log, &digest, 2).0, 2);
+    f.check().expect("primary reachable");
+    // A new fetcher skips the dead mirror at resolution.
+    let g = LayerFetcher::new(
+        rt.handle().clone(),
+        hosts.clone(),
+        image.clone(),
+        digest.clone(),
+        Duration::from_secs(3600),
+    );
+    g.resolve().expect("resolve with the mirror down");
+    assert_eq!(g.current_host(), primary_url);
+
+    drop(primary);
+    let err = f
+        .read_at(0..10, RequestKind::OnDemand)
+        .expect_err("no host left");
+    assert!(!err.to_string().is_empty());
+    assert!(f.check().is_err());
+    // Within valid_interval (1 h since the last success) the check does not touch the network.
+    g.check().expect("check skipped within valid_interval");
+    let h = LayerFetcher::new(rt.handle().clone(), hosts, image, digest, Duration::ZERO);
+    let err = h.resolve().expect_err("no host serves the blob");
+    assert!(
+        err.starts_with("unable to create remote fetcher: ")
+            && err.contains(&mirror_url)
+            && err.contains(&primary_url),
+        "{err}"
+    );
 }
