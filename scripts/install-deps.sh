@@ -19,12 +19,12 @@ PACKAGES=(
     containerd runc docker-registry skopeo
     fuse3 libfuse3-dev pkg-config protobuf-compiler flatbuffers-compiler
     busybox-static curl python3 iproute2 kmod ca-certificates
-    golang-go python3-flatbuffers systemd
+    golang-go python3-flatbuffers systemd apache2-utils
 )
 # Binaries that must be found on PATH afterwards (one or more per package).
 BINARIES=(
     containerd ctr runc docker-registry skopeo fusermount3 pkg-config protoc flatc
-    busybox curl python3 ip modprobe go systemd-socket-activate
+    busybox curl python3 ip modprobe go systemd-socket-activate htpasswd
 )
 
 if [ "$(id -u)" -ne 0 ]; then

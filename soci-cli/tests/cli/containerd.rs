@@ -578,19 +578,21 @@ fn auth_registry(user: &str, password: &str) -> Option<AuthRegistry> {
         return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    // distribution's htpasswd wants bcrypt; glibc's crypt(3) makes it (Python's crypt module).
-    let hash = Command::new("python3")
-        .args([
-            "-W",
-            "ignore",
-            "-c",
-            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
-            password,
-        ])
+    if !have("htpasswd") {
+        println!("SKIPPED: htpasswd not installed (Debian apache2-utils; scripts/install-deps.sh)");
+        return None;
+    }
+    // distribution's htpasswd auth wants bcrypt entries: `htpasswd -nbB` prints `user:$2y$...`.
+    let out = Command::new("htpasswd")
+        .args(["-nbB", user, password])
         .output()
-        .expect("python3");
-    assert!(hash.status.success(), "{}", text(&hash.stderr));
-    let hash = text(&hash.stdout).trim().to_owned();
+        .expect("htpasswd");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = text(&out.stdout).trim().to_owned();
+    let hash = line
+        .strip_prefix(&format!("{user}:"))
+        .unwrap_or_default()
+        .to_owned();
     assert!(hash.starts_with("$2"), "bcrypt hash: {hash}");
     std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).expect("htpasswd");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
