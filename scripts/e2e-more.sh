@@ -12,8 +12,8 @@
 #   2 shared     two images sharing 3 big layers (same seed, different top layer), 3 containers of
 #                one and 2 of the other run concurrently: distinct outputs, FUSE mounts == distinct
 #                indexed layers, fuse_mount_failure_count stays 0; the metrics endpoint has the
-#                `mount` and `synchronous_read` histograms and non-zero per-layer
-#                synchronous_read_count
+#                `mount` and `synchronous_read` histograms, non-zero per-layer
+#                synchronous_read_count, and resolve_cache_hit (pre-resolved sibling layers)
 #   3 outage     registry stopped after rpull: reading a not-yet-fetched file in a running
 #                container fails with EIO within the configured retries (never hangs) and counts
 #                in fuse_file_read_failure_count / sets fuse_failure_state; after the registry is
@@ -272,7 +272,10 @@ reads=$(layer_metric_sum synchronous_read_count)
 served=$(awk 'index($0, "soci_fs_bytes_served{layer=\"sha256:") == 1 { s += $2 } END { print s + 0 }' "$WORK/metrics-shared.txt")
 [ "$served" -gt 0 ] || fail "metrics: synchronous_bytes_served is $served"
 [ "$(metric fuse_failure_state)" = 0 ] || fail "metrics: fuse_failure_state $(metric fuse_failure_state) before any FUSE failure"
-pass "shared layers: 3 FUSE mounts for 2 images, 5 concurrent containers with distinct outputs, no mount failure; metrics: mount/synchronous_read histograms, $reads synchronous reads, $served bytes served ($(( $(ms) - t )) ms)"
+# The first layer mount of an image pre-resolves the others; their mounts take the result.
+hits=$(layer_metric_sum resolve_cache_hit)
+[ "$hits" -gt 0 ] || fail "metrics: no resolve_cache_hit (sibling layers not pre-resolved)"
+pass "shared layers: 3 FUSE mounts for 2 images, 5 concurrent containers with distinct outputs, no mount failure; metrics: mount/synchronous_read histograms, $reads synchronous reads, $served bytes served, $hits pre-resolved layer mounts ($(( $(ms) - t )) ms)"
 
 # ------------------------------------------------------------------ 3 registry outage during lazy reads
 t=$(ms)

@@ -6,6 +6,7 @@
 
 pub mod fetcher;
 pub mod hosts;
+mod resolver;
 pub mod soci;
 pub mod unpack;
 

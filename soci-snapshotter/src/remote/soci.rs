@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::fetcher::LayerFetcher;
 pub use super::hosts::ClientTuning;
 use super::hosts::{registry_hosts, Hosts};
+use super::resolver::{ResolveJob, Resolver, PRERESOLVE_QUEUE};
 use super::{RemoteError, RemoteLayers};
 use crate::config::{Config, ResolverConfig};
 use crate::snapshotter::label;
@@ -54,6 +55,10 @@ pub struct SociOptions {
     pub prefetch_max_concurrency: usize,
     /// `mount_timeout_sec`: how long a mount waits for its layer to resolve (spec §5.5).
     pub mount_timeout: Duration,
+    /// `max_concurrency`: pre-resolutions of sibling layers at once (≤ 0: unbounded).
+    pub preresolve_concurrency: i64,
+    /// `resolve_result_entry`: resolved layers kept until mounted.
+    pub resolve_result_entry: usize,
     /// `[resolver]`: mirrors per registry host.
     pub resolver: ResolverConfig,
     /// `[blob] valid_interval` (zero with `check_always`): how often `Check` probes a lazy layer's
@@ -109,6 +114,8 @@ impl SociOptions {
             prefetch: c.prefetch.enable,
             prefetch_max_concurrency: usize::try_from(c.prefetch.max_concurrency).unwrap_or(0),
             mount_timeout: Duration::from_secs(c.mount_timeout_sec.max(1) as u64),
+            preresolve_concurrency: c.max_concurrency,
+            resolve_result_entry: usize::try_from(c.resolve_result_entry).unwrap_or(30),
             resolver: c.resolver.clone(),
             blob_check_interval: std::time::Duration::from_secs(c.blob.valid_interval.max(0) as u64),
         }
@@ -172,6 +179,8 @@ pub struct Soci {
     layer_metrics: Mutex<HashMap<String, Arc<soci_fs::Metrics>>>,
     /// `[prefetch].max_concurrency`, shared by every layer's prefetch.
     prefetch_limit: Arc<soci_fs::ConcurrencyLimit>,
+    /// Pre-resolution of sibling layers and the resolved-layer cache (spec §5.5, §5.6).
+    resolver: Arc<Resolver>,
     /// Images whose first mount already paused the background fetcher.
     paused: Mutex<std::collections::HashSet<String>>,
     /// What an id-mapped view of a mounted layer reuses, by the layer's mount point.
@@ -228,6 +237,11 @@ impl Soci {
         let prefetch_limit = Arc::new(soci_fs::ConcurrencyLimit::new(
             opts.prefetch_max_concurrency,
         ));
+        let resolver = Arc::new(Resolver::new(
+            opts.preresolve_concurrency,
+            opts.resolve_result_entry,
+            PRERESOLVE_QUEUE,
+        ));
         Ok(Soci {
             rt: tokio::runtime::Handle::current(),
             root: root.to_path_buf(),
@@ -239,6 +253,7 @@ impl Soci {
             fetcher,
             layer_metrics: Mutex::new(HashMap::new()),
             prefetch_limit,
+            resolver,
             paused: Mutex::new(std::collections::HashSet::new()),
             shared: Mutex::new(HashMap::new()),
             idmapped: Mutex::new(HashMap::new()),
@@ -563,71 +578,6 @@ impl soci_fs::Observer for LayerObserver {
     }
 }
 
-/// Everything resolving one layer (spec §5.6) needs, owned so it can run on its own thread.
-struct ResolveJob {
-    layer: String,
-    ztoc_bytes: Vec<u8>,
-    source: Arc<dyn BlobSource>,
-    /// The registry fetcher behind `source`, whose host is resolved first (`None` for other
-    /// sources).
-    fetcher: Option<Arc<LayerFetcher>>,
-    cache_parent: PathBuf,
-    span_options: soci_fs::SpanOptions,
-    metrics: Arc<soci_fs::Metrics>,
-}
-
-type Resolved = (Arc<soci_fs::SpanManager>, soci_fs::Tree);
-
-impl ResolveJob {
-    /// Unmarshals the zTOC (`ztoc_unmarshal`), resolves the registry host of the blob
-    /// (`blob_redirect`, spec §5.12), creates the span manager (which reads and checks the blob's
-    /// gzip header from the registry) and builds the tree (`init_metadata_store`).
-    fn run(self) -> Result<Resolved, String> {
-        let t = Instant::now();
-        let ztoc = soci_ztoc::Ztoc::from_bytes(&self.ztoc_bytes).map_err(|e| chain(&e))?;
-        crate::metrics::observe("ztoc_unmarshal", &self.layer, t.elapsed());
-        if let Some(f) = &self.fetcher {
-            f.resolve()?;
-        }
-        let spans = soci_fs::SpanManager::new(
-            &ztoc,
-            self.source,
-            &self.cache_parent,
-            self.span_options,
-            self.metrics,
-        )
-        .map_err(|e| chain(&e))?;
-        let t = Instant::now();
-        let tree = soci_fs::Tree::from_ztoc(&ztoc).map_err(|e| chain(&e))?;
-        crate::metrics::observe("init_metadata_store", &self.layer, t.elapsed());
-        Ok((spans, tree))
-    }
-}
-
-/// Runs `job` on its own thread and waits at most `timeout` for it (`mount_timeout_sec`, spec
-/// §5.5). On expiry the error is `timeout waiting for layer <digest> to resolve`; the thread
-/// finishes on its own and its result is dropped.
-fn resolve_within(job: ResolveJob, timeout: Duration) -> Result<Resolved, String> {
-    let layer = job.layer.clone();
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("soci-resolve".into())
-        .spawn(move || {
-            let _ = tx.send(job.run());
-        })
-        .map_err(|e| format!("cannot spawn the resolver thread: {e}"))?;
-    match rx.recv_timeout(timeout) {
-        Ok(res) => res,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            info!(timeout = ?timeout, layerDigest = %layer, "timeout waiting for layer to resolve");
-            Err(format!("timeout waiting for layer {layer} to resolve"))
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            Err("the resolver thread ended without a result".into())
-        }
-    }
-}
-
 fn required<'a>(
     labels: &'a BTreeMap<String, String>,
     key: &str,
@@ -641,6 +591,61 @@ fn required<'a>(
 }
 
 impl Soci {
+    /// What resolving `layer` of `image` with its zTOC `ztoc_digest` (in the local store) needs.
+    fn resolve_job(
+        &self,
+        image: &str,
+        layer: &str,
+        ztoc_digest: &str,
+    ) -> Result<ResolveJob, String> {
+        let ztoc_bytes = self
+            .local_get(ztoc_digest)
+            .ok_or_else(|| format!("ztoc {ztoc_digest} not in the local store"))?;
+        let reference = Reference::from_str(image).map_err(|e| e.to_string())?;
+        let hosts = self.hosts(&reference).map_err(|e| e.to_string())?;
+        let digest = Digest::from_str(layer).map_err(|e| e.to_string())?;
+        let fetcher = Arc::new(LayerFetcher::new(
+            self.rt.clone(),
+            hosts,
+            reference,
+            digest,
+            self.opts.blob_check_interval,
+        ));
+        let mut span_options = soci_fs::SpanOptions::default();
+        span_options.max_span_verification_retries = self.opts.max_span_verification_retries;
+        Ok(ResolveJob {
+            layer: layer.to_string(),
+            ztoc_bytes,
+            source: fetcher.clone(),
+            fetcher: Some(fetcher),
+            cache_parent: self.root.join("soci/spancache"),
+            span_options,
+            metrics: self.layer_metrics(layer),
+        })
+    }
+
+    /// Queues the pre-resolution of every other layer of the image's SOCI index that is not
+    /// mounted yet (spec §5.5 step 4).
+    fn preresolve_siblings(&self, image: &str, target: &str, arts: &ImageArtifacts) {
+        let mounted: std::collections::HashSet<String> = self
+            .mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|(d, _)| d.clone())
+            .collect();
+        for (layer, (ztoc_digest, _, _)) in &arts.ztocs {
+            let key = format!("{image}/{layer}");
+            if layer == target || mounted.contains(layer) || self.resolver.knows(&key) {
+                continue;
+            }
+            match self.resolve_job(image, layer, ztoc_digest) {
+                Ok(job) => self.resolver.preresolve(key, job),
+                Err(error) => debug!(layerDigest = %layer, error, "failed to pre-resolve"),
+            }
+        }
+    }
+
     /// The soci-fs counters of `layer` (created with its histogram observer on first use).
     fn layer_metrics(&self, layer: &str) -> Arc<soci_fs::Metrics> {
         self.layer_metrics
@@ -772,31 +777,14 @@ impl RemoteLayers for Soci {
             image: image.to_string(),
             cause,
         };
-        let ztoc_bytes = self
-            .local_get(&ztoc_digest)
-            .ok_or_else(|| resolve(format!("ztoc {ztoc_digest} not in the local store")))?;
-        let reference = Reference::from_str(image).map_err(|e| resolve(e.to_string()))?;
-        let hosts = self.hosts(&reference)?;
-        let digest = Digest::from_str(layer).map_err(|e| resolve(e.to_string()))?;
-        let fetcher = Arc::new(LayerFetcher::new(
-            self.rt.clone(),
-            hosts,
-            reference,
-            digest,
-            self.opts.blob_check_interval,
-        ));
-        let mut sopts = soci_fs::SpanOptions::default();
-        sopts.max_span_verification_retries = self.opts.max_span_verification_retries;
-        let job = ResolveJob {
-            layer: layer.to_string(),
-            ztoc_bytes,
-            source: fetcher.clone(),
-            fetcher: Some(fetcher.clone()),
-            cache_parent: self.root.join("soci/spancache"),
-            span_options: sopts,
-            metrics: self.layer_metrics(layer),
-        };
-        let (spans, tree) = resolve_within(job, self.opts.mount_timeout).map_err(resolve)?;
+        let job = self
+            .resolve_job(image, layer, &ztoc_digest)
+            .map_err(resolve)?;
+        self.preresolve_siblings(image, layer, &arts);
+        let (spans, tree, fetcher) = self
+            .resolver
+            .resolve(&format!("{image}/{layer}"), job, self.opts.mount_timeout)
+            .map_err(resolve)?;
         let mut fopts = soci_fs::FsOptions::default();
         let (a, e, n) = self.opts.fuse_timeouts;
         fopts.attr_timeout = std::time::Duration::from_secs(a);
@@ -835,10 +823,12 @@ impl RemoteLayers for Soci {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(mountpoint.to_path_buf(), (layer.to_string(), handle));
-        self.fetchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(mountpoint.to_path_buf(), fetcher);
+        if let Some(fetcher) = fetcher {
+            self.fetchers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(mountpoint.to_path_buf(), fetcher);
+        }
         crate::metrics::observe("mount", layer, started.elapsed());
         self.shared
             .lock()
@@ -1082,71 +1072,6 @@ mod tests {
             )]
             .into(),
         }
-    }
-
-    /// A one-file gzip layer, its zTOC bytes and its blob on disk.
-    fn small_layer(dir: &Path) -> (PathBuf, Vec<u8>) {
-        let mut b = tar::Builder::new(Vec::new());
-        let data = vec![7u8; 300_000];
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "f.bin", &data[..]).expect("tar");
-        let tar = b.into_inner().expect("tar");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        std::io::Write::write_all(&mut gz, &tar).expect("gzip");
-        let blob = gz.finish().expect("gzip");
-        let ztoc = soci_ztoc::ZtocBuilder::new()
-            .span_size(65536)
-            .build(&blob[..])
-            .expect("ztoc");
-        let path = dir.join("layer.tar.gz");
-        std::fs::write(&path, &blob).expect("write");
-        (path, ztoc.to_bytes())
-    }
-
-    #[test]
-    fn resolve_within_times_out_on_a_hung_blob_and_records_latencies() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (blob, ztoc_bytes) = small_layer(dir.path());
-        let job = |layer: &str, source: Arc<dyn BlobSource>| ResolveJob {
-            layer: layer.to_string(),
-            ztoc_bytes: ztoc_bytes.clone(),
-            source,
-            fetcher: None,
-            cache_parent: dir.path().to_path_buf(),
-            span_options: soci_fs::SpanOptions::default(),
-            metrics: Arc::new(soci_fs::Metrics::default()),
-        };
-        let ok_layer = Digest::sha256_of(b"resolves").to_string();
-        let src = Arc::new(soci_fs::FileSource::open(&blob).expect("open"));
-        let (spans, tree) =
-            resolve_within(job(&ok_layer, src), Duration::from_secs(60)).expect("resolve");
-        assert!(spans.span_count() >= 1);
-        assert_eq!(tree.len(), 2, "root and f.bin");
-        let text = crate::metrics::encode();
-        for op in ["ztoc_unmarshal", "init_metadata_store"] {
-            let line = format!(
-                "soci_fs_operation_duration_milliseconds_count{{layer=\"{ok_layer}\",operation_type=\"{op}\"}} 1"
-            );
-            assert!(text.lines().any(|l| l == line), "{line} in {text}");
-        }
-        // The registry never answers the gzip header read: the mount gives up after the timeout.
-        let hung = Arc::new(soci_fs::FaultInjector::new(
-            soci_fs::FileSource::open(&blob).expect("open"),
-        ));
-        hung.set_sticky(Some(soci_fs::Fault::Hang));
-        let hung_layer = Digest::sha256_of(b"hangs").to_string();
-        let err = resolve_within(job(&hung_layer, hung.clone()), Duration::from_millis(300))
-            .expect_err("hung blob must time out");
-        assert_eq!(
-            err,
-            format!("timeout waiting for layer {hung_layer} to resolve")
-        );
-        assert!(hung.reads() <= 1);
-        hung.set_sticky(None);
-        hung.release();
     }
 
     #[test]
