@@ -514,6 +514,37 @@ impl Client {
         Ok(written)
     }
 
+    /// Probes whether the registry serves byte ranges of a blob: a `GET` of its first two bytes.
+    /// Ranges are supported when the answer is `206` or carries `Accept-Ranges: bytes`; the blob
+    /// size comes from `Content-Range` (or `Content-Length` of a `200`). The body is not read.
+    pub async fn probe_ranges(&self, r: &Reference, digest: &Digest) -> Result<RangeProbe> {
+        let mut req = self.req(
+            Method::GET,
+            r,
+            &format!("blobs/{digest}"),
+            Scope::pull(r.repository()),
+        )?;
+        req.headers.insert(RANGE, HeaderValue::from_static("bytes=0-1"));
+        req.headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        let mut attempts = Attempts::new(&self.t.cfg);
+        let resp = self.t.send(&req, &mut attempts).await?;
+        let h = resp.headers();
+        let advertised = header_str(h, reqwest::header::ACCEPT_RANGES.as_str())
+            .is_some_and(|v| v.split(',').any(|x| x.trim().eq_ignore_ascii_case("bytes")));
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT => Ok(RangeProbe {
+                ranges: true,
+                size: parse_content_range(h).and_then(|(_, _, t)| t),
+            }),
+            StatusCode::OK => Ok(RangeProbe {
+                ranges: advertised,
+                size: header_str(h, CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok()),
+            }),
+            _ => Err(Transport::status_error(&req, resp, &attempts).await),
+        }
+    }
+
     /// Reads `len` bytes of a blob starting at `offset` with an HTTP range request.
     ///
     /// * `206` is checked against `Content-Range` (start must equal the requested offset, end must not
@@ -1117,6 +1148,16 @@ fn media_type_of(headers: &HeaderMap, body: &[u8]) -> String {
 }
 
 /// `Content-Range: bytes <a>-<b>/<total|*>` → (a, b, total).
+/// What [`Client::probe_ranges`] learnt about a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RangeProbe {
+    /// The registry serves byte ranges of the blob.
+    pub ranges: bool,
+    /// The blob size, when the answer told it.
+    pub size: Option<u64>,
+}
+
 fn parse_content_range(h: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
     let v = header_str(h, CONTENT_RANGE.as_str())?.trim();
     let rest = v.strip_prefix("bytes")?.trim_start();

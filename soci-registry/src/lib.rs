@@ -17,7 +17,7 @@ mod transport;
 mod types;
 
 pub use auth::{Auth, DockerConfig, Secret};
-pub use client::{Client, MAX_MANIFEST_SIZE};
+pub use client::{Client, RangeProbe, MAX_MANIFEST_SIZE};
 pub use config::{
     ClientBuilder, PlainHttp, DEFAULT_DIAL_TIMEOUT, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_WAIT, DEFAULT_MIN_WAIT, DEFAULT_REQUEST_TIMEOUT,

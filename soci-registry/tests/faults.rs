@@ -565,6 +565,36 @@ async fn range_reads_use_206() {
 }
 
 #[tokio::test]
+async fn probe_ranges_reads_206_and_accept_ranges() {
+    let blob = pattern(10_000);
+    let digest = Digest::sha256_of(&blob);
+    let b2 = blob.clone();
+    let server = Server::start(move |req| serve_range(req, &b2).into()).await;
+    let p = client()
+        .probe_ranges(&image(&server), &digest)
+        .await
+        .unwrap();
+    assert!(p.ranges);
+    assert_eq!(p.size, Some(10_000));
+    assert_eq!(server.requests()[0].header("range"), Some("bytes=0-1"));
+    // A 200 without Accept-Ranges: no range support, size from Content-Length.
+    let b3 = blob.clone();
+    let plain = Server::start(move |_req| Response::new(200).body(b3.clone()).into()).await;
+    let p = client().probe_ranges(&image(&plain), &digest).await.unwrap();
+    assert!(!p.ranges);
+    assert_eq!(p.size, Some(10_000));
+    let b4 = blob.clone();
+    let adv = Server::start(move |_req| {
+        Response::new(200)
+            .header("Accept-Ranges", "bytes")
+            .body(b4.clone())
+            .into()
+    })
+    .await;
+    assert!(client().probe_ranges(&image(&adv), &digest).await.unwrap().ranges);
+}
+
+#[tokio::test]
 async fn range_ignored_by_server_is_handled() {
     let blob = pattern(50_000);
     let digest = Digest::sha256_of(&blob);
