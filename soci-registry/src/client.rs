@@ -524,7 +524,8 @@ impl Client {
             &format!("blobs/{digest}"),
             Scope::pull(r.repository()),
         )?;
-        req.headers.insert(RANGE, HeaderValue::from_static("bytes=0-1"));
+        req.headers
+            .insert(RANGE, HeaderValue::from_static("bytes=0-1"));
         req.headers
             .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         let mut attempts = Attempts::new(&self.t.cfg);

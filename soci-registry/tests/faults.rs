@@ -580,7 +580,10 @@ async fn probe_ranges_reads_206_and_accept_ranges() {
     // A 200 without Accept-Ranges: no range support, size from Content-Length.
     let b3 = blob.clone();
     let plain = Server::start(move |_req| Response::new(200).body(b3.clone()).into()).await;
-    let p = client().probe_ranges(&image(&plain), &digest).await.unwrap();
+    let p = client()
+        .probe_ranges(&image(&plain), &digest)
+        .await
+        .unwrap();
     assert!(!p.ranges);
     assert_eq!(p.size, Some(10_000));
     let b4 = blob.clone();
@@ -591,7 +594,13 @@ async fn probe_ranges_reads_206_and_accept_ranges() {
             .into()
     })
     .await;
-    assert!(client().probe_ranges(&image(&adv), &digest).await.unwrap().ranges);
+    assert!(
+        client()
+            .probe_ranges(&image(&adv), &digest)
+            .await
+            .unwrap()
+            .ranges
+    );
 }
 
 #[tokio::test]

@@ -128,6 +128,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             min_layer_size: cfg.snapshotter.min_layer_size,
             allow_invalid_mounts_on_restart: cfg.snapshotter.allow_invalid_mounts_on_restart,
             userxattr: false,
+            parallel: crate::snapshotter::ParallelMode::from_config(&cfg),
         },
     )?;
     let snap = Arc::new(snap);

@@ -54,6 +54,34 @@ pub struct Options {
     pub allow_invalid_mounts_on_restart: bool,
     /// Append `userxattr` to overlay mounts.
     pub userxattr: bool,
+    /// `[pull_modes.parallel_pull_unpack]`: when layers are pulled and unpacked in parallel.
+    pub parallel: ParallelMode,
+}
+
+/// When the parallel pull/unpack path is taken (spec §5.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ParallelMode {
+    /// Never.
+    #[default]
+    Off,
+    /// For every layer (`enable = true`): no remote attempt.
+    Primary,
+    /// For images without a SOCI index (`experimental_parallel_pull_as_fallback = true`).
+    Fallback,
+}
+
+impl ParallelMode {
+    /// From the config: `enable` wins over the fallback key.
+    pub fn from_config(c: &crate::config::Config) -> ParallelMode {
+        let p = &c.pull_modes.parallel_pull_unpack;
+        if p.enable {
+            ParallelMode::Primary
+        } else if p.experimental_parallel_pull_as_fallback {
+            ParallelMode::Fallback
+        } else {
+            ParallelMode::Off
+        }
+    }
 }
 
 /// Snapshot info as returned by `Stat`/`List`.
@@ -214,12 +242,18 @@ impl Snapshotter {
             .cloned()
             .unwrap_or_default();
         let mut defer = false;
+        let parallel_primary = self.opts.parallel == ParallelMode::Primary;
         let skip_remote = self.opts.min_layer_size > 0
             && labels
                 .get(label::SOCI_SIZE)
                 .and_then(|s| s.parse::<i64>().ok())
                 .is_some_and(|s| s < self.opts.min_layer_size);
-        if skip_remote {
+        if parallel_primary {
+            debug!(
+                key,
+                "parallel pull/unpack is the primary mode; skipping remote snapshot preparation"
+            );
+        } else if skip_remote {
             info!(
                 key,
                 "layer size less than runtime min_layer_size, skipping remote snapshot preparation"
@@ -271,21 +305,44 @@ impl Snapshotter {
             }
         }
         let mounts = self.mounts_of(key, &rec)?;
+        let parallel = parallel_primary || (defer && self.opts.parallel == ParallelMode::Fallback);
         if defer {
-            warn!(
-                key,
-                "defer-snapshot-runtime" = "true",
-                "no valid SOCI index found; deferring to container runtime"
-            );
-            return Ok(mounts);
+            if !parallel {
+                warn!(
+                    key,
+                    "defer-snapshot-runtime" = "true",
+                    "no valid SOCI index found; deferring to container runtime"
+                );
+                return Ok(mounts);
+            }
+            info!(key, layerDigest = %layer_digest, "no SOCI index found; falling back to parallel pull/unpack");
         }
-        info!(key, layerDigest = %layer_digest, "preparing snapshot as local snapshot");
+        if parallel {
+            info!(key, layerDigest = %layer_digest, "preparing snapshot with parallel pull/unpack");
+        } else {
+            info!(key, layerDigest = %layer_digest, "preparing snapshot as local snapshot");
+        }
         info!(
             key,
             "preparing local filesystem at mountpoint={}",
             fs.display()
         );
-        match remote.unpack_local(&fs, &labels) {
+        let unpacked = if parallel {
+            remote.unpack_parallel(&fs, &labels)
+        } else {
+            remote.unpack_local(&fs, &labels)
+        };
+        let unpacked = match unpacked {
+            Err(e) if parallel => {
+                // The parallel path has no runtime fallback: the error goes back to the client
+                // and no partial snapshot is left behind.
+                warn!(key, layerDigest = %layer_digest, error = %e, "failed to prepare snapshot with parallel pull/unpack");
+                self.discard_active(key, rec.id);
+                return Err(Error::Remote(e));
+            }
+            other => other,
+        };
+        match unpacked {
             Ok(()) => {
                 let mut l = labels.clone();
                 l.insert(label::HAS_SOCI_INDEX_DIGEST.into(), "true".into());
@@ -437,6 +494,13 @@ impl Snapshotter {
     pub fn remove(&self, key: &str) -> Result<()> {
         let rec = self.store.remove(key)?;
         let fs = self.fs_dir(rec.id);
+        if let (Some(remote), Some(manifest)) =
+            (&self.remote, rec.labels.get(label::CRI_MANIFEST_DIGEST))
+        {
+            if self.opts.parallel != ParallelMode::Off {
+                remote.cancel_parallel(manifest);
+            }
+        }
         if rec.labels.contains_key(label::REMOTE) {
             if let Some(remote) = &self.remote {
                 if let Err(e) = remote.unmount(&fs) {

@@ -6,6 +6,7 @@
 
 pub mod fetcher;
 pub mod hosts;
+pub mod parallel;
 mod resolver;
 pub mod soci;
 pub mod unpack;
@@ -104,6 +105,20 @@ pub trait RemoteLayers: Send + Sync + std::fmt::Debug {
         mountpoint: &Path,
         map: &soci_fs::IdMap,
     ) -> Result<(), RemoteError>;
+    /// Parallel pull/unpack of the layer into `dir` (spec §5.14 `MountParallel`); backends
+    /// without it refuse.
+    fn unpack_parallel(
+        &self,
+        _dir: &Path,
+        _labels: &BTreeMap<String, String>,
+    ) -> Result<(), RemoteError> {
+        Err(RemoteError::other(
+            "parallel pull/unpack",
+            "not supported by this remote backend",
+        ))
+    }
+    /// Cancels the parallel pull job of image manifest `manifest`, if any (snapshot removal).
+    fn cancel_parallel(&self, _manifest: &str) {}
 }
 
 /// Builds the remote-layer implementation for the daemon (`None` ⇒ every layer is unpacked by
@@ -113,7 +128,12 @@ pub fn build(
     cfg: &crate::config::Config,
     root: &Path,
 ) -> crate::error::Result<Option<std::sync::Arc<dyn RemoteLayers>>> {
-    let s = std::sync::Arc::new(soci::Soci::new(root, soci::SociOptions::from_config(cfg))?);
+    let mut opts = soci::SociOptions::from_config(cfg);
+    let pp = &cfg.pull_modes.parallel_pull_unpack;
+    if pp.enable || pp.experimental_parallel_pull_as_fallback {
+        opts.parallel = Some(parallel::ParallelOptions::from_config(cfg, root));
+    }
+    let s = std::sync::Arc::new(soci::Soci::new(root, opts)?);
     let weak = std::sync::Arc::downgrade(&s);
     crate::metrics::add_refresher(move || {
         if let Some(s) = weak.upgrade() {

@@ -20,7 +20,9 @@ use tracing::{debug, info, warn};
 use super::fetcher::LayerFetcher;
 pub use super::hosts::ClientTuning;
 use super::hosts::{registry_hosts, Hosts};
+use super::parallel::{LayerDesc, Parallel};
 use super::resolver::{ResolveJob, Resolver, PRERESOLVE_QUEUE};
+use super::unpack::Expected;
 use super::{RemoteError, RemoteLayers};
 use crate::config::{Config, ResolverConfig};
 use crate::snapshotter::label;
@@ -64,6 +66,10 @@ pub struct SociOptions {
     /// `[blob] valid_interval` (zero with `check_always`): how often `Check` probes a lazy layer's
     /// registry host.
     pub blob_check_interval: std::time::Duration,
+    /// `[pull_modes.parallel_pull_unpack]` when parallel pull is the primary mode or the fallback.
+    pub parallel: Option<super::parallel::ParallelOptions>,
+    /// `decompress_streams`: external gzip/zstd decompressors for unpacked layers.
+    pub decompressors: super::unpack::Decompressors,
 }
 
 impl SociOptions {
@@ -118,6 +124,8 @@ impl SociOptions {
             resolve_result_entry: usize::try_from(c.resolve_result_entry).unwrap_or(30),
             resolver: c.resolver.clone(),
             blob_check_interval: std::time::Duration::from_secs(c.blob.valid_interval.max(0) as u64),
+            parallel: None,
+            decompressors: super::unpack::decompressors(c),
         }
     }
 }
@@ -183,6 +191,10 @@ pub struct Soci {
     resolver: Arc<Resolver>,
     /// Images whose first mount already paused the background fetcher.
     paused: Mutex<std::collections::HashSet<String>>,
+    /// Layers (with diffIDs) of image manifests, from the manifest and config.
+    layer_lists: Mutex<HashMap<String, Arc<Vec<LayerDesc>>>>,
+    /// Parallel pull/unpack, when configured.
+    parallel: Option<Parallel>,
     /// What an id-mapped view of a mounted layer reuses, by the layer's mount point.
     shared: Mutex<HashMap<PathBuf, SharedLayer>>,
     /// Id-mapped views (spec §5.3.7) by mount point.
@@ -242,6 +254,7 @@ impl Soci {
             opts.resolve_result_entry,
             PRERESOLVE_QUEUE,
         ));
+        let parallel = opts.parallel.clone().map(|p| Parallel::new(root, p));
         Ok(Soci {
             rt: tokio::runtime::Handle::current(),
             root: root.to_path_buf(),
@@ -257,7 +270,54 @@ impl Soci {
             paused: Mutex::new(std::collections::HashSet::new()),
             shared: Mutex::new(HashMap::new()),
             idmapped: Mutex::new(HashMap::new()),
+            layer_lists: Mutex::new(HashMap::new()),
+            parallel,
         })
+    }
+
+    /// The layers of image `manifest` with their diffIDs (manifest and config fetched once per
+    /// manifest digest).
+    fn image_layers(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        manifest: &str,
+    ) -> Result<Arc<Vec<LayerDesc>>, RemoteError> {
+        if let Some(l) = self
+            .layer_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(manifest)
+        {
+            return Ok(l.clone());
+        }
+        let err = |e: String| RemoteError::other("reading image manifest and config", e);
+        let md = Digest::from_str(manifest).map_err(|e| err(e.to_string()))?;
+        let layers = self.rt.block_on(async {
+            let m = client
+                .get_manifest(&reference.to_digest(&md))
+                .await
+                .map_err(|e| format!("fetching manifest {manifest}: {}", chain(&e)))?;
+            let v: serde_json::Value = serde_json::from_slice(&m.bytes)
+                .map_err(|e| format!("decoding image manifest: {e}"))?;
+            let cd = v
+                .pointer("/config/digest")
+                .and_then(|d| d.as_str())
+                .ok_or("image manifest has no config digest")?;
+            let cd = Digest::from_str(cd).map_err(|e| format!("config digest {cd:?}: {e}"))?;
+            let size = v.pointer("/config/size").and_then(|d| d.as_u64());
+            let config = client
+                .get_blob(reference, &cd, size)
+                .await
+                .map_err(|e| format!("fetching image config {cd}: {}", chain(&e)))?;
+            super::parallel::layers_of(&m.bytes, &config)
+        });
+        let layers = Arc::new(layers.map_err(err)?);
+        self.layer_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(manifest.to_string(), layers.clone());
+        Ok(layers)
     }
 
     /// The registry hosts of `reference` (spec §5.12): its `[resolver.host]` mirrors in order,
@@ -576,6 +636,16 @@ impl soci_fs::Observer for LayerObserver {
     fn observe(&self, op: soci_fs::Operation, elapsed: Duration) {
         crate::metrics::observe(op.name(), &self.layer, elapsed);
     }
+}
+
+/// The `[http]` client of the first registry host (the first mirror, else the registry): the one
+/// the image's manifest and config and the parallel pull's downloads go through.
+fn first_http(hosts: &Hosts) -> Result<Client, RemoteError> {
+    hosts
+        .entries()
+        .first()
+        .map(|h| h.http.clone())
+        .ok_or_else(|| RemoteError::other("resolving registry hosts", "no usable registry host"))
 }
 
 fn required<'a>(
@@ -919,6 +989,11 @@ impl RemoteLayers for Soci {
             label::CRI_IMAGE_REF,
             "unable to get image ref from labels",
         )?;
+        let manifest = required(
+            labels,
+            label::CRI_MANIFEST_DIGEST,
+            "unable to get image digest from labels",
+        )?;
         let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
         let reference =
             Reference::from_str(image).map_err(|e| RemoteError::other("parsing image ref", e))?;
@@ -973,13 +1048,68 @@ impl RemoteLayers for Soci {
                 }
             }
         };
-        let media = labels
-            .get("containerd.io/snapshot/cri.layer-media-type")
-            .cloned()
-            .unwrap_or_default();
-        let n = super::unpack::apply_blob(&blob, &media, dir)?;
+        let layers = self.image_layers(&first_http(&hosts)?, &reference, manifest)?;
+        let desc = layers.iter().find(|l| l.digest == layer).ok_or_else(|| {
+            RemoteError::other(
+                "local snapshot",
+                format!("layer {layer} is not in image manifest {manifest}"),
+            )
+        })?;
+        let n = super::unpack::apply_blob(
+            &blob,
+            &desc.media_type,
+            dir,
+            Expected {
+                compressed: Some(layer),
+                diff_id: Some(&desc.diff_id),
+            },
+            &self.opts.decompressors,
+        )?;
         debug!(layer, entries = n, "applied layer locally");
         Ok(())
+    }
+
+    fn unpack_parallel(
+        &self,
+        dir: &Path,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RemoteError> {
+        let Some(parallel) = &self.parallel else {
+            return Err(RemoteError::other(
+                "parallel pull/unpack",
+                "parallel_pull_unpack is not configured",
+            ));
+        };
+        let image = required(
+            labels,
+            label::CRI_IMAGE_REF,
+            "unable to get image ref from labels",
+        )?;
+        let manifest = required(
+            labels,
+            label::CRI_MANIFEST_DIGEST,
+            "unable to get image digest from labels",
+        )?;
+        let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
+        let reference =
+            Reference::from_str(image).map_err(|e| RemoteError::other("parsing image ref", e))?;
+        let client = first_http(&*self.hosts(&reference)?)?;
+        let layers = self.image_layers(&client, &reference, manifest)?;
+        parallel.prepare(
+            client,
+            reference,
+            manifest,
+            layers,
+            layer,
+            labels.get(label::REMOTE_NAMESPACE).map(String::as_str),
+            dir,
+        )
+    }
+
+    fn cancel_parallel(&self, manifest: &str) {
+        if let Some(p) = &self.parallel {
+            p.cancel(manifest);
+        }
     }
 
     fn mounted(&self) -> Vec<PathBuf> {

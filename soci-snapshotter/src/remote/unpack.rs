@@ -33,6 +33,8 @@ pub fn apply_tar(reader: impl Read, dir: &Path) -> Result<u64, RemoteError> {
     ar.set_preserve_mtime(true);
     ar.set_preserve_ownerships(true);
     ar.set_overwrite(true);
+    // PAX `SCHILY.xattr.<name>` records become extended attributes of the unpacked entries.
+    ar.set_unpack_xattrs(true);
     let mut n = 0u64;
     for entry in ar
         .entries()
@@ -105,28 +107,238 @@ fn ensure_inside(root: &Path, p: &Path) -> Result<(), RemoteError> {
     }
 }
 
-/// Decompresses by media type (gzip or plain tar) and applies.
-pub fn apply_blob(path: &Path, media_type: &str, dir: &Path) -> Result<u64, RemoteError> {
+/// Compression of a layer blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain tar.
+    None,
+    /// gzip (one or more members).
+    Gzip,
+    /// zstd (one or more frames).
+    Zstd,
+}
+
+impl Compression {
+    /// From the media type; an unknown or empty media type is decided by the magic bytes.
+    pub fn detect(media_type: &str, head: &[u8]) -> Compression {
+        if media_type.ends_with("gzip") {
+            Compression::Gzip
+        } else if media_type.ends_with("zstd") {
+            Compression::Zstd
+        } else if media_type.ends_with(".tar") {
+            Compression::None
+        } else if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// `gzip`, `zstd` or `tar`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "tar",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// An external decompressor (`decompress_streams`): reads the compressed stream on stdin and
+/// writes the tar to stdout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decompressor {
+    /// Absolute path of the executable.
+    pub path: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// External decompressors keyed by compression name (`gzip`, `zstd`).
+pub type Decompressors = std::collections::HashMap<String, Decompressor>;
+
+/// The `decompress_streams` of the config (only `gzip` and `zstd`; others are warned about at
+/// startup).
+pub fn decompressors(c: &crate::config::Config) -> Decompressors {
+    c.pull_modes
+        .parallel_pull_unpack
+        .decompress_streams
+        .iter()
+        .filter(|(k, _)| *k == "gzip" || *k == "zstd")
+        .map(|(k, d)| {
+            (
+                k.clone(),
+                Decompressor {
+                    path: PathBuf::from(&d.path),
+                    args: d.args.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// What a blob must hash to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expected<'a> {
+    /// The blob (compressed) digest, `sha256:<hex>`.
+    pub compressed: Option<&'a str>,
+    /// The diffID (digest of the uncompressed tar) from the image config.
+    pub diff_id: Option<&'a str>,
+}
+
+/// A reader that hashes (sha256) everything read through it.
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Hashing<R> {
+        use sha2::Digest as _;
+        Hashing {
+            inner,
+            hash: sha2::Sha256::new(),
+        }
+    }
+
+    /// Reads the rest of the stream (tar padding, trailing gzip members) and returns the digest.
+    fn finish(mut self) -> std::io::Result<String> {
+        use sha2::Digest as _;
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        Ok(format!("sha256:{}", hex::encode(self.hash.finalize())))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn check(what: &str, want: Option<&str>, got: &str) -> Result<(), RemoteError> {
+    match want {
+        Some(w) if !w.starts_with("sha256:") => Err(RemoteError::other(
+            "verifying layer",
+            format!("unsupported digest algorithm in {w}"),
+        )),
+        Some(w) if w != got => Err(RemoteError::other(
+            "verifying layer",
+            format!("{what} did not match: expected {w}, got {got}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Decompresses by media type (plain tar, gzip, zstd; gzip or zstd through `external` when it is
+/// given for that compression), applies the tar to `dir` and verifies the blob digest and the
+/// diffID of the uncompressed stream (`uncompressed digests did not match` on a mismatch). On an
+/// error `dir` may hold part of the layer: the caller discards it.
+pub fn apply_blob(
+    path: &Path,
+    media_type: &str,
+    dir: &Path,
+    expected: Expected<'_>,
+    external: &Decompressors,
+) -> Result<u64, RemoteError> {
     let f = std::fs::File::open(path).map_err(|e| RemoteError::other("opening layer blob", e))?;
     let mut r = std::io::BufReader::new(f);
-    let magic = {
+    let head = {
         use std::io::BufRead;
         r.fill_buf()
-            .map(|b| b.starts_with(&[0x1f, 0x8b]))
-            .unwrap_or(false)
+            .map_err(|e| RemoteError::other("reading layer blob", e))?
+            .to_vec()
     };
-    let gzip = media_type.ends_with("gzip") || (!media_type.ends_with(".tar") && magic);
-    if media_type.contains("zstd") {
-        return Err(RemoteError::other(
-            "unpacking layer",
-            format!("unsupported media type {media_type}"),
-        ));
+    let compression = Compression::detect(media_type, &head);
+    let io = |e: std::io::Error| RemoteError::other("reading layer blob", e);
+    let (n, compressed, uncompressed) = match (compression, external.get(compression.name())) {
+        (Compression::None, _) => {
+            let mut u = Hashing::new(r);
+            let n = apply_tar(&mut u, dir)?;
+            let d = u.finish().map_err(io)?;
+            (n, d.clone(), d)
+        }
+        (c, Some(ext)) => apply_external(r, c, ext, dir)?,
+        (c, None) => {
+            let mut comp = Hashing::new(r);
+            let (n, ud) = {
+                let mut u: Hashing<Box<dyn Read + '_>> = Hashing::new(if c == Compression::Gzip {
+                    Box::new(flate2::read::MultiGzDecoder::new(&mut comp))
+                } else {
+                    Box::new(
+                        zstd::stream::read::Decoder::new(&mut comp)
+                            .map_err(|e| RemoteError::other("starting zstd decoder", e))?,
+                    )
+                });
+                let n = apply_tar(&mut u, dir)?;
+                (n, u.finish().map_err(io)?)
+            };
+            (n, comp.finish().map_err(io)?, ud)
+        }
+    };
+    check("compressed digest", expected.compressed, &compressed)?;
+    check("uncompressed digests", expected.diff_id, &uncompressed)?;
+    Ok(n)
+}
+
+/// Runs `ext` with the blob on stdin (fed and hashed by a thread) and applies its stdout.
+fn apply_external(
+    blob: impl Read + Send + 'static,
+    c: Compression,
+    ext: &Decompressor,
+    dir: &Path,
+) -> Result<(u64, String, String), RemoteError> {
+    let ctx = format!("{} decompressor {}", c.name(), ext.path.display());
+    let err = |e: &dyn std::fmt::Display| {
+        RemoteError::other("decompressing layer", format!("{ctx}: {e}"))
+    };
+    let mut child = std::process::Command::new(&ext.path)
+        .args(&ext.args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| err(&e))?;
+    let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(err(&"no pipes to the child process"));
+    };
+    let feeder = std::thread::spawn(move || {
+        let mut comp = Hashing::new(blob);
+        // A decompressor that exits early closes the pipe: the error shows in its exit status.
+        let _ = std::io::copy(&mut comp, &mut stdin);
+        drop(stdin);
+        comp.finish()
+    });
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut u = Hashing::new(stdout);
+    let applied = apply_tar(&mut u, dir);
+    let ud = u.finish();
+    if applied.is_err() || ud.is_err() {
+        let _ = child.kill();
     }
-    if gzip {
-        apply_tar(flate2::read::MultiGzDecoder::new(r), dir)
-    } else {
-        apply_tar(r, dir)
+    let status = child.wait().map_err(|e| err(&e))?;
+    let compressed = feeder
+        .join()
+        .map_err(|_| err(&"stdin feeder panicked"))?
+        .map_err(|e| err(&e))?;
+    let stderr = errs.join().unwrap_or_default();
+    if !status.success() {
+        return Err(err(&format!("{status}: {}", stderr.trim())));
     }
+    let n = applied?;
+    Ok((n, compressed, ud.map_err(|e| err(&e))?))
 }
 
 #[cfg(test)]
@@ -179,5 +391,140 @@ mod tests {
             .file_type()
             .is_char_device());
         assert!(!d.path().join("dir/.wh..wh..opq").exists());
+    }
+
+    fn sha(b: &[u8]) -> String {
+        use sha2::Digest as _;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
+    }
+
+    #[test]
+    fn apply_blob_verifies_blob_and_diff_id_for_each_compression() {
+        let tar = tar_with(&[("etc/hostname", b"box\n"), ("bin/sh", b"#!")]);
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap()
+        };
+        let zst = zstd::stream::encode_all(&tar[..], 3).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let gzip_bin = Path::new("/bin/gzip");
+        let external: Decompressors = if gzip_bin.exists() {
+            [(
+                "gzip".to_string(),
+                Decompressor {
+                    path: gzip_bin.into(),
+                    args: vec!["-d".into(), "-c".into()],
+                },
+            )]
+            .into()
+        } else {
+            Decompressors::new()
+        };
+        let cases: [(&str, &[u8], &str, &Decompressors); 4] = [
+            (
+                "plain",
+                &tar,
+                "application/vnd.oci.image.layer.v1.tar",
+                &Decompressors::new(),
+            ),
+            (
+                "gzip",
+                &gz,
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                &Decompressors::new(),
+            ),
+            ("gzip-external", &gz, "", &external),
+            (
+                "zstd",
+                &zst,
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                &Decompressors::new(),
+            ),
+        ];
+        let diff_id = sha(&tar);
+        for (name, blob, media, ext) in cases {
+            let path = d.path().join(format!("{name}.blob"));
+            std::fs::write(&path, blob).unwrap();
+            let out = d.path().join(name);
+            std::fs::create_dir(&out).unwrap();
+            let digest = sha(blob);
+            let ok = Expected {
+                compressed: Some(&digest),
+                diff_id: Some(&diff_id),
+            };
+            assert_eq!(
+                apply_blob(&path, media, &out, ok, ext).unwrap(),
+                2,
+                "{name}"
+            );
+            assert_eq!(std::fs::read(out.join("etc/hostname")).unwrap(), b"box\n");
+            let wrong = sha(b"other");
+            let e = apply_blob(
+                &path,
+                media,
+                &out,
+                Expected {
+                    compressed: Some(&digest),
+                    diff_id: Some(&wrong),
+                },
+                ext,
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("uncompressed digests did not match"),
+                "{name}: {e}"
+            );
+            let e = apply_blob(
+                &path,
+                media,
+                &out,
+                Expected {
+                    compressed: Some(&wrong),
+                    diff_id: None,
+                },
+                ext,
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("compressed digest did not match"),
+                "{name}: {e}"
+            );
+        }
+        // A corrupt gzip stream is an error, not a partial success.
+        let mut bad = gz.clone();
+        let n = bad.len();
+        bad.truncate(n / 2);
+        let path = d.path().join("bad.blob");
+        std::fs::write(&path, &bad).unwrap();
+        let out = d.path().join("bad");
+        std::fs::create_dir(&out).unwrap();
+        assert!(apply_blob(&path, "", &out, Expected::default(), &Decompressors::new()).is_err());
+    }
+
+    #[test]
+    fn pax_xattrs_are_applied() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let pax = [("SCHILY.xattr.user.soci", b"yes".as_slice())];
+        b.append_pax_extensions(pax).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("f").unwrap();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        apply_tar(&tar[..], d.path()).unwrap();
+        assert_eq!(
+            xattr::get(d.path().join("f"), "user.soci")
+                .unwrap()
+                .as_deref(),
+            Some(&b"yes"[..])
+        );
     }
 }
