@@ -255,17 +255,19 @@ pub fn apply_blob(
     };
     let compression = Compression::detect(media_type, &head);
     let io = |e: std::io::Error| RemoteError::other("reading layer blob", e);
-    let (n, compressed, uncompressed) = match (compression, external.get(compression.name())) {
+    // ((entries applied, diffID) or the error, blob digest): the blob digest is computed over the
+    // whole blob even when applying failed, so a corrupt blob is reported as a digest mismatch.
+    let (applied, compressed) = match (compression, external.get(compression.name())) {
         (Compression::None, _) => {
             let mut u = Hashing::new(r);
-            let n = apply_tar(&mut u, dir)?;
+            let applied = apply_tar(&mut u, dir);
             let d = u.finish().map_err(io)?;
-            (n, d.clone(), d)
+            (applied.map(|n| (n, d.clone())), d)
         }
         (c, Some(ext)) => apply_external(r, c, ext, dir)?,
         (c, None) => {
             let mut comp = Hashing::new(r);
-            let (n, ud) = {
+            let applied = {
                 let mut u: Hashing<Box<dyn Read + '_>> = Hashing::new(if c == Compression::Gzip {
                     Box::new(flate2::read::MultiGzDecoder::new(&mut comp))
                 } else {
@@ -274,16 +276,19 @@ pub fn apply_blob(
                             .map_err(|e| RemoteError::other("starting zstd decoder", e))?,
                     )
                 });
-                let n = apply_tar(&mut u, dir)?;
-                (n, u.finish().map_err(io)?)
+                apply_tar(&mut u, dir).and_then(|n| Ok((n, u.finish().map_err(io)?)))
             };
-            (n, comp.finish().map_err(io)?, ud)
+            (applied, comp.finish().map_err(io)?)
         }
     };
     check("compressed digest", expected.compressed, &compressed)?;
+    let (n, uncompressed) = applied?;
     check("uncompressed digests", expected.diff_id, &uncompressed)?;
     Ok(n)
 }
+
+/// What applying a blob gave: (entries applied, diffID) or the error, and the blob digest.
+type Applied = (Result<(u64, String), RemoteError>, String);
 
 /// Runs `ext` with the blob on stdin (fed and hashed by a thread) and applies its stdout.
 fn apply_external(
@@ -291,7 +296,7 @@ fn apply_external(
     c: Compression,
     ext: &Decompressor,
     dir: &Path,
-) -> Result<(u64, String, String), RemoteError> {
+) -> Result<Applied, RemoteError> {
     let ctx = format!("{} decompressor {}", c.name(), ext.path.display());
     let err = |e: &dyn std::fmt::Display| {
         RemoteError::other("decompressing layer", format!("{ctx}: {e}"))
@@ -323,9 +328,12 @@ fn apply_external(
         s
     });
     let mut u = Hashing::new(stdout);
-    let applied = apply_tar(&mut u, dir);
-    let ud = u.finish();
-    if applied.is_err() || ud.is_err() {
+    let applied = apply_tar(&mut u, dir).and_then(|n| {
+        u.finish()
+            .map(|d| (n, d))
+            .map_err(|e| RemoteError::other("reading decompressed layer", e))
+    });
+    if applied.is_err() {
         let _ = child.kill();
     }
     let status = child.wait().map_err(|e| err(&e))?;
@@ -334,11 +342,12 @@ fn apply_external(
         .map_err(|_| err(&"stdin feeder panicked"))?
         .map_err(|e| err(&e))?;
     let stderr = errs.join().unwrap_or_default();
-    if !status.success() {
-        return Err(err(&format!("{status}: {}", stderr.trim())));
-    }
-    let n = applied?;
-    Ok((n, compressed, ud.map_err(|e| err(&e))?))
+    let applied = match (applied, status.success()) {
+        (Err(e), _) => Err(e),
+        (Ok(_), false) => Err(err(&format!("{status}: {}", stderr.trim()))),
+        (ok, true) => ok,
+    };
+    Ok((applied, compressed))
 }
 
 #[cfg(test)]
@@ -501,6 +510,29 @@ mod tests {
         let out = d.path().join("bad");
         std::fs::create_dir(&out).unwrap();
         assert!(apply_blob(&path, "", &out, Expected::default(), &Decompressors::new()).is_err());
+        // A corrupt blob with its expected digest: reported as a digest mismatch, whichever
+        // decompressor notices first.
+        let mut flipped = gz.clone();
+        flipped[n / 2] ^= 0xff;
+        std::fs::write(&path, &flipped).unwrap();
+        let digest = sha(&gz);
+        for ext in [&Decompressors::new(), &external] {
+            let e = apply_blob(
+                &path,
+                "",
+                &out,
+                Expected {
+                    compressed: Some(&digest),
+                    diff_id: Some(&diff_id),
+                },
+                ext,
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("compressed digest did not match"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
