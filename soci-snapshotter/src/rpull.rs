@@ -696,7 +696,7 @@ fn truncate_list(items: &[&str]) -> String {
     out
 }
 
-fn rfc3339_in(d: Duration) -> String {
+pub(crate) fn rfc3339_in(d: Duration) -> String {
     let at = std::time::SystemTime::now() + d;
     crate::logging::rfc3339(at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
 }

@@ -585,10 +585,13 @@ async fn store_blob(
     }
 }
 
-fn with_ns<T>(ns: &str, m: T) -> tonic::Request<T> {
+fn with_ns<T>(ns: &str, lease: Option<&str>, m: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(m);
     if let Ok(v) = ns.parse() {
         r.metadata_mut().insert("containerd-namespace", v);
+    }
+    if let Some(Ok(v)) = lease.map(str::parse) {
+        r.metadata_mut().insert("containerd-lease", v);
     }
     r
 }
@@ -606,10 +609,11 @@ async fn containerd_put(
     let ch = containerd_client::connect(address)
         .await
         .map_err(|e| format!("connecting to containerd at {address}: {e}"))?;
-    let mut c = ContentClient::new(ch);
+    let mut c = ContentClient::new(ch.clone());
     match c
         .info(with_ns(
             ns,
+            None,
             InfoRequest {
                 digest: desc.digest.clone(),
             },
@@ -619,6 +623,38 @@ async fn containerd_put(
         Ok(_) => return Ok(()),
         Err(s) if s.code() == tonic::Code::NotFound => {}
         Err(s) => return Err(format!("content.Info: {}", s.message())),
+    }
+    // Written inside a lease that expires in an hour, so containerd's GC keeps the blob until the
+    // client (rpull) has created the image record whose manifest references it.
+    let lease = format!(
+        "soci-parallel-{}-{}",
+        desc.digest
+            .trim_start_matches("sha256:")
+            .get(..12)
+            .unwrap_or("layer"),
+        std::iter::repeat_with(fastrand::alphanumeric)
+            .take(8)
+            .collect::<String>()
+    );
+    {
+        use containerd_client::services::v1::leases_client::LeasesClient;
+        use containerd_client::services::v1::CreateRequest;
+        let labels = [(
+            "containerd.io/gc.expire".to_string(),
+            crate::rpull::rfc3339_in(Duration::from_secs(3600)),
+        )]
+        .into();
+        LeasesClient::new(ch.clone())
+            .create(with_ns(
+                ns,
+                None,
+                CreateRequest {
+                    id: lease.clone(),
+                    labels,
+                },
+            ))
+            .await
+            .map_err(|s| format!("leases.Create: {}", s.message()))?;
     }
     let mut f = tokio::fs::File::open(blob)
         .await
@@ -670,7 +706,11 @@ async fn containerd_put(
     };
     let write = async {
         match c
-            .write(with_ns(ns, tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .write(with_ns(
+                ns,
+                Some(&lease),
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
             .await
         {
             Ok(resp) => {
