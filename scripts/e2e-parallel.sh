@@ -51,6 +51,7 @@ REG_DATA=$SOCI_E2E_BASE/registry/data
 
 cleanup() {
   set +e
+  [ -f "$WORK/blob.orig" ] && [ -n "${DATA:-}" ] && cp "$WORK/blob.orig" "$DATA"
   purge_namespaces e2p
   [ -n "$PID" ] && kill -INT "$PID" 2>/dev/null && sleep 1
   [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null
@@ -104,6 +105,10 @@ python3 "$ROOT_DIR/scripts/make-test-image.py" "$WORK/layout" s --kind small --s
   >"$WORK/s.json" 2>/dev/null || fail "make image s"
 python3 "$ROOT_DIR/scripts/make-test-image.py" "$WORK/layout" d --kind small --seed 22 --json \
   >"$WORK/d.json" 2>/dev/null || fail "make image d"
+# Scenario 7 corrupts this image's layer in the registry's storage: a seed of its own, so that no
+# other image (or later run) shares the blob.
+python3 "$ROOT_DIR/scripts/make-test-image.py" "$WORK/layout" c --kind small --seed "$(( $$ % 100000 + 1000 ))" --json \
+  >"$WORK/c.json" 2>/dev/null || fail "make image c"
 for tag in a s d; do
   skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:$tag" "docker://$IMG:$tag" || fail "push $tag"
 done
@@ -136,7 +141,8 @@ rpull "$NS-par" "$IMG:a-soci"
 [ "$(count '"msg":"preparing local filesystem at mountpoint=')" = "$N" ] || fail "parallel: mountpoint log"
 [ "$(count 'remote-snapshot-prepared')" = 0 ] || fail "parallel: a remote attempt was made"
 for d in $(python3 -c 'import json,sys; print(" ".join(l["digest"] for l in json.load(open(sys.argv[1]))["layers"]))' "$WORK/a.json"); do
-  $CTR -n "$NS-par" content ls -q | grep -qx "$d" || fail "parallel: layer $d not in containerd's content store"
+  $CTR -n "$NS-par" content ls -q | grep -qx "$d" \
+    || { $CTR -n "$NS-par" content ls; $CTR -n "$NS-par" leases ls; fail "parallel: layer $d not in containerd's content store"; }
 done
 tree_matches_overlay "$NS-par" "$IMG:a-soci" par
 [ "$(metric local_mount_failure_count)" = 0 ] || fail "parallel: local_mount_failure_count $(metric local_mount_failure_count)"
@@ -227,8 +233,8 @@ t=$(ms)
 # soci-registry's copy_blob already: "digest mismatch").
 scenario corrupt "$CTRD_STORE"$'\n[pull_modes.parallel_pull_unpack]\nenable = true\nconcurrent_download_chunk_size = "256kb"'
 CREPO=e2e2/par-corrupt-$$
-skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:s" "docker://$REGISTRY/$CREPO:s" || fail "push corrupt copy"
-SL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][0]["digest"])' "$WORK/s.json")
+skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:c" "docker://$REGISTRY/$CREPO:s" || fail "push image c"
+SL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][0]["digest"])' "$WORK/c.json")
 DATA=$REG_DATA/docker/registry/v2/blobs/sha256/${SL:7:2}/${SL#sha256:}/data
 [ -f "$DATA" ] || fail "corrupt: registry blob file $DATA not found"
 cp "$DATA" "$WORK/blob.orig"

@@ -620,7 +620,10 @@ async fn containerd_put(
         ))
         .await
     {
-        Ok(_) => return Ok(()),
+        Ok(_) => {
+            debug!(digest = %desc.digest, namespace = ns, "layer blob already in containerd's content store");
+            return Ok(());
+        }
         Err(s) if s.code() == tonic::Code::NotFound => {}
         Err(s) => return Err(format!("content.Info: {}", s.message())),
     }
@@ -728,7 +731,9 @@ async fn containerd_put(
         }
     };
     let (a, b) = tokio::join!(feed, write);
-    a.and(b)
+    a.and(b)?;
+    debug!(digest = %desc.digest, namespace = ns, lease, "stored layer blob in containerd's content store");
+    Ok(())
 }
 
 /// The layers of an image from its manifest and config JSON, diffIDs by position.
