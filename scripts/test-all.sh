@@ -93,6 +93,9 @@ e2e scripts/e2e-mirror.sh
 step "end-to-end, id-mapped rootfs (user namespaces: lazy, mixed and no-index images, several ranges, restart)"
 e2e scripts/e2e-idmap.sh
 
+step "end-to-end, parallel pull/unpack (modes, fallback, chunked downloads, content stores, corrupt layers)"
+e2e scripts/e2e-parallel.sh
+
 STEP="done"
 echo
 echo "all checks passed in $(( $(date +%s) - START ))s"
