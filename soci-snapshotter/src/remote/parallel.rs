@@ -596,7 +596,8 @@ fn with_ns<T>(ns: &str, lease: Option<&str>, m: T) -> tonic::Request<T> {
     r
 }
 
-/// Writes a blob file into containerd's content store (skipped if it is there already).
+/// Writes a blob file into containerd's content store (containerd answers `AlreadyExists` for a
+/// blob it has, after recording it in the namespace and the lease).
 async fn containerd_put(
     address: &str,
     ns: &str,
@@ -604,29 +605,12 @@ async fn containerd_put(
     blob: &Path,
 ) -> Result<(), String> {
     use containerd_client::services::v1::content_client::ContentClient;
-    use containerd_client::services::v1::{InfoRequest, WriteAction, WriteContentRequest};
+    use containerd_client::services::v1::{WriteAction, WriteContentRequest};
     use tokio::io::AsyncReadExt;
     let ch = containerd_client::connect(address)
         .await
         .map_err(|e| format!("connecting to containerd at {address}: {e}"))?;
     let mut c = ContentClient::new(ch.clone());
-    match c
-        .info(with_ns(
-            ns,
-            None,
-            InfoRequest {
-                digest: desc.digest.clone(),
-            },
-        ))
-        .await
-    {
-        Ok(_) => {
-            debug!(digest = %desc.digest, namespace = ns, "layer blob already in containerd's content store");
-            return Ok(());
-        }
-        Err(s) if s.code() == tonic::Code::NotFound => {}
-        Err(s) => return Err(format!("content.Info: {}", s.message())),
-    }
     // Written inside a lease that expires in an hour, so containerd's GC keeps the blob until the
     // client (rpull) has created the image record whose manifest references it.
     let lease = format!(
@@ -718,13 +702,16 @@ async fn containerd_put(
         {
             Ok(resp) => {
                 let mut s = resp.into_inner();
-                while s
-                    .message()
-                    .await
-                    .map_err(|e| format!("content.Write: {}", e.message()))?
-                    .is_some()
-                {}
-                Ok(())
+                loop {
+                    match s.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Ok(()),
+                        // Present already (this or another namespace): containerd added it to
+                        // this namespace and to the lease.
+                        Err(e) if e.code() == tonic::Code::AlreadyExists => return Ok(()),
+                        Err(e) => return Err(format!("content.Write: {}", e.message())),
+                    }
+                }
             }
             Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
             Err(s) => Err(format!("content.Write: {}", s.message())),
