@@ -140,9 +140,10 @@ rpull "$NS-par" "$IMG:a-soci"
 [ "$(count '"local-snapshot-prepared":"true"')" = "$N" ] || fail "parallel: $(count '"local-snapshot-prepared":"true"') local snapshots, want $N"
 [ "$(count '"msg":"preparing local filesystem at mountpoint=')" = "$N" ] || fail "parallel: mountpoint log"
 [ "$(count 'remote-snapshot-prepared')" = 0 ] || fail "parallel: a remote attempt was made"
+# (The listing goes to a file first: `ctr … | grep -q` under pipefail fails when grep exits early.)
+$CTR -n "$NS-par" content ls -q >"$WORK/content-par.txt" || fail "parallel: content ls"
 for d in $(python3 -c 'import json,sys; print(" ".join(l["digest"] for l in json.load(open(sys.argv[1]))["layers"]))' "$WORK/a.json"); do
-  $CTR -n "$NS-par" content ls -q | grep -qx "$d" \
-    || { $CTR -n "$NS-par" content ls; $CTR -n "$NS-par" leases ls; fail "parallel: layer $d not in containerd's content store"; }
+  grep -qx "$d" "$WORK/content-par.txt" || fail "parallel: layer $d not in containerd's content store"
 done
 tree_matches_overlay "$NS-par" "$IMG:a-soci" par
 [ "$(metric local_mount_failure_count)" = 0 ] || fail "parallel: local_mount_failure_count $(metric local_mount_failure_count)"
@@ -221,7 +222,8 @@ rpull "$NS-disc" "$IMG:d"
 [ "$(count '"local-snapshot-prepared":"true"')" = 1 ] || fail "discard: not local"
 DL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][0]["digest"])' "$WORK/d.json")
 [ ! -e "$SNAPROOT/content/blobs/sha256/${DL#sha256:}" ] || fail "discard: blob kept in the soci store"
-$CTR -n "$NS-disc" content ls -q | grep -qx "$DL" && fail "discard: blob in containerd's store"
+$CTR -n "$NS-disc" content ls -q >"$WORK/content-disc.txt" || fail "discard: content ls"
+grep -qx "$DL" "$WORK/content-disc.txt" && fail "discard: blob in containerd's store"
 out=$($CTR -n "$NS-disc" run --rm --snapshotter soci "$IMG:d" "c$$-disc" soci-test-entrypoint --all 2>&1) || fail "discard: run: $out"
 [[ $out == *READY* ]] || fail "discard: run output: $out"
 unpack_empty discard
