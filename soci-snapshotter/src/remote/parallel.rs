@@ -266,6 +266,21 @@ impl Parallel {
         }
     }
 
+    /// Cancels `job` if it is still the job of `manifest`.
+    fn cancel_job(&self, manifest: &str, job: &Arc<ImageJob>) {
+        let removed = {
+            let mut m = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let same = m.get(manifest).is_some_and(|j| Arc::ptr_eq(j, job));
+            if same {
+                m.remove(manifest);
+            }
+            same
+        };
+        if removed {
+            job.cancel();
+        }
+    }
+
     /// Number of image jobs in flight (tests, debugging).
     pub fn jobs(&self) -> usize {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -321,15 +336,16 @@ impl Parallel {
         }
         let unpacked = match res {
             Ok(Some(Ok(p))) => p,
-            Ok(Some(Err(e))) => {
+            failed => {
                 remove_scratch(&task.scratch);
-                return Err(RemoteError::other("parallel pull/unpack", e));
-            }
-            Ok(None) | Err(_) => {
-                remove_scratch(&task.scratch);
+                // The client gives up on the image: drop the rest of its job too.
+                self.cancel_job(manifest, &job);
                 return Err(RemoteError::other(
                     "parallel pull/unpack",
-                    format!("layer {layer}: job cancelled"),
+                    match failed {
+                        Ok(Some(Err(e))) => e,
+                        _ => format!("layer {layer}: job cancelled"),
+                    },
                 ));
             }
         };
