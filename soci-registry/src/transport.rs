@@ -189,7 +189,15 @@ pub(crate) fn retryable_error(e: &reqwest::Error) -> bool {
         if s.downcast_ref::<rustls::Error>().is_some() {
             return false;
         }
-        src = s.source();
+        // `io::Error::source` skips the error an io::Error wraps, and hyper-rustls nests the TLS
+        // error (e.g. a plain-HTTP server answering the handshake) in two of them: look inside.
+        src = match s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
     }
     e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode()
 }

@@ -1229,3 +1229,36 @@ async fn http_hook_sees_every_exchange_with_credentials_redacted() {
         assert!(!all.contains(secret), "{secret} leaked: {all}");
     }
 }
+
+#[tokio::test]
+async fn tls_handshake_failure_is_not_retried() {
+    // A plain-HTTP server answering a TLS ClientHello the way Go's net/http does: a TLS protocol
+    // error that retrying cannot fix (spec §5.12), so exactly one connection is made.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c2 = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                .await;
+        }
+    });
+    let https = Client::builder()
+        .plain_http(PlainHttp::Never)
+        .retry_wait(Duration::from_millis(1), Duration::from_millis(10))
+        .max_retries(4)
+        .request_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let r: Reference = format!("{addr}/demo/app:v1").parse().unwrap();
+    let err = https.get_manifest(&r).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("https://"), "{msg}");
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "{msg}: {err:?}");
+}
