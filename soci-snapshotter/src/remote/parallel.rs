@@ -281,11 +281,6 @@ impl Parallel {
         }
     }
 
-    /// Number of image jobs in flight (tests, debugging).
-    pub fn jobs(&self) -> usize {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// Prepares `dst` (an empty snapshot `fs` directory) with layer `layer` of `manifest`: the
     /// image job is created if needed (`layers` comes from the manifest and config), the layer's
     /// task claimed and waited for, and its unpacked tree renamed into `dst`. Called from a blocking
