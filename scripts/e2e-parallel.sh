@@ -26,6 +26,8 @@
 #                downloaded in 256 KiB chunks ⇒ rpull fails with "compressed digest did not
 #                match", no snapshot and no scratch directory left behind;
 #                an image config with a wrong diffID ⇒ "uncompressed digests did not match"
+#   8 decompress `decompress_streams.gzip` = a wrapper around `gzip -d -c` that records each call:
+#                called once per layer, rootfs identical to overlayfs, local_mount_failure_count 0
 #
 # Environment: SOCI_E2E_BASE, REGISTRY_PORT, REFERRERS_PORT (scripts/services.sh; e.g.
 # SOCI_E2E_BASE=/tmp/soci-e2e-b REGISTRY_PORT=5220 REFERRERS_PORT=5221 to stay away from other
@@ -280,6 +282,23 @@ urllib.request.urlopen(urllib.request.Request(f"{base}/manifests/baddiff", data=
 PY
 expect_fail baddiff "$REGISTRY/$CREPO:baddiff" "uncompressed digests did not match"
 pass "corrupted blob ⇒ 'compressed digest did not match', wrong diffID ⇒ 'uncompressed digests did not match'; rpull fails, no snapshot left ($(( $(ms) - t )) ms)"
+
+# ------------------------------------------------------------------ 8 external gzip decompressor
+t=$(ms)
+cat >"$WORK/gunzip-ext" <<SH
+#!/bin/sh
+echo used >>"$WORK/gunzip-ext.calls"
+exec gzip -d -c
+SH
+chmod +x "$WORK/gunzip-ext"
+: >"$WORK/gunzip-ext.calls"
+scenario decompress "$CTRD_STORE"$'\n[pull_modes.parallel_pull_unpack]\nenable = true\n[pull_modes.parallel_pull_unpack.decompress_streams.gzip]\npath = "'"$WORK/gunzip-ext"'"'
+rpull "$NS-ext" "$IMG:a"
+[ "$(wc -l <"$WORK/gunzip-ext.calls")" = "$N" ] || fail "decompress: external gzip ran $(wc -l <"$WORK/gunzip-ext.calls") times for $N layers"
+[ "$(count '"local-snapshot-prepared":"true"')" = "$N" ] || fail "decompress: not every layer local"
+tree_matches_overlay "$NS-ext" "$IMG:a" ext
+[ "$(metric local_mount_failure_count)" = 0 ] || fail "decompress: local_mount_failure_count $(metric local_mount_failure_count)"
+pass "decompress_streams.gzip: the external binary unpacked all $N layers, rootfs identical ($(( $(ms) - t )) ms)"
 
 stop_daemon INT
 echo "e2e-parallel: all scenarios passed in $(( $(date +%s) - T0 )) s"
