@@ -16,7 +16,8 @@
 #                synchronous_read_count, and resolve_cache_hit (pre-resolved sibling layers)
 #   3 outage     registry stopped after rpull: reading a not-yet-fetched file in a running
 #                container fails with EIO within the configured retries (never hangs) and counts
-#                in fuse_file_read_failure_count / sets fuse_failure_state; after the registry is
+#                in fuse_file_read_failure_count / raises fuse_failure_state 0 -> 1 (once per 5
+#                minutes however many reads fail); after the registry is
 #                back the same read succeeds with the right content
 #   4 wrong      `rpull --soci-index-digest` of another image's index: that index is used (logged),
 #                every layer is a local snapshot, the container runs

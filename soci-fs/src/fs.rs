@@ -472,7 +472,9 @@ impl Filesystem for LayerFs {
             Some(Target::StateDir) if name == self.state_name.as_slice() => Some(Target::StateFile),
             Some(_) => None,
             None => {
-                self.spans.metrics().add(|m| &m.fuse_lookup_failures, 1);
+                self.spans
+                    .metrics()
+                    .fuse_failed(|m| &m.fuse_lookup_failures);
                 reply.error(Errno::ENOENT);
                 return;
             }
@@ -506,7 +508,9 @@ impl Filesystem for LayerFs {
         match self.target(ino) {
             Some(t) => reply.attr(&self.opts.attr_timeout, &self.attr(&t)),
             None => {
-                self.spans.metrics().add(|m| &m.fuse_getattr_failures, 1);
+                self.spans
+                    .metrics()
+                    .fuse_failed(|m| &m.fuse_getattr_failures);
                 reply.error(Errno::ENOENT);
             }
         }
@@ -564,7 +568,7 @@ impl Filesystem for LayerFs {
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             }
             _ => {
-                self.spans.metrics().add(|m| &m.fuse_open_failures, 1);
+                self.spans.metrics().fuse_failed(|m| &m.fuse_open_failures);
                 reply.error(Errno::EIO);
             }
         }
@@ -591,7 +595,7 @@ impl Filesystem for LayerFs {
             }
             Some(Target::Node(id, n)) if n.file.is_some() => (id, n),
             _ => {
-                self.spans.metrics().add(|m| &m.fuse_read_failures, 1);
+                self.spans.metrics().fuse_failed(|m| &m.fuse_read_failures);
                 reply.error(Errno::EIO);
                 return;
             }
@@ -628,7 +632,7 @@ impl Filesystem for LayerFs {
                 reply.data(&data);
             }
             Err(e) => {
-                m.add(|m| &m.fuse_read_failures, 1);
+                m.fuse_failed(|m| &m.fuse_read_failures);
                 self.record_error(&e);
                 reply.error(errno(&e));
             }
@@ -689,7 +693,9 @@ impl Filesystem for LayerFs {
                 ),
             ],
             _ => {
-                self.spans.metrics().add(|m| &m.fuse_readdir_failures, 1);
+                self.spans
+                    .metrics()
+                    .fuse_failed(|m| &m.fuse_readdir_failures);
                 reply.error(Errno::ENOTDIR);
                 return;
             }
@@ -709,7 +715,9 @@ impl Filesystem for LayerFs {
     ) {
         let started = Instant::now();
         let Some(list) = self.dirs.lock().get(&fh.0).cloned() else {
-            self.spans.metrics().add(|m| &m.fuse_readdir_failures, 1);
+            self.spans
+                .metrics()
+                .fuse_failed(|m| &m.fuse_readdir_failures);
             reply.error(Errno::EBADF);
             return;
         };
@@ -798,7 +806,9 @@ impl Filesystem for LayerFs {
             }
             Some(_) => {}
             None => {
-                self.spans.metrics().add(|m| &m.fuse_listxattr_failures, 1);
+                self.spans
+                    .metrics()
+                    .fuse_failed(|m| &m.fuse_listxattr_failures);
                 reply.error(Errno::ENOENT);
                 return;
             }

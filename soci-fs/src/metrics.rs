@@ -37,6 +37,10 @@ impl Operation {
 pub trait Observer: Send + Sync {
     /// `op` took `elapsed`.
     fn observe(&self, op: Operation, elapsed: Duration);
+
+    /// A FUSE operation failed (one of the `fuse_*_failures` counters was just incremented),
+    /// e.g. to raise the spec's `fuse_failure_state`. By default nothing.
+    fn fuse_failure(&self) {}
 }
 
 macro_rules! counters {
@@ -135,6 +139,14 @@ impl Metrics {
     pub(crate) fn observe(&self, op: Operation, elapsed: Duration) {
         if let Some(o) = &self.observer {
             o.observe(op, elapsed);
+        }
+    }
+
+    /// Counts a failed FUSE operation in `f` and tells the observer.
+    pub(crate) fn fuse_failed(&self, f: fn(&Metrics) -> &AtomicU64) {
+        self.add(f, 1);
+        if let Some(o) = &self.observer {
+            o.fuse_failure();
         }
     }
 

@@ -384,13 +384,20 @@ fn prefetch_spans_at_mount() {
     assert!(m.spans.prefetch(&[(1, 999)]).is_err());
 }
 
-/// Records every operation reported to it.
+/// Records every operation and FUSE failure reported to it.
 #[derive(Default)]
-struct Recorder(parking_lot::Mutex<Vec<(Operation, Duration)>>);
+struct Recorder(
+    parking_lot::Mutex<Vec<(Operation, Duration)>>,
+    std::sync::atomic::AtomicUsize,
+);
 
 impl Observer for Recorder {
     fn observe(&self, op: Operation, elapsed: Duration) {
         self.0.lock().push((op, elapsed));
+    }
+
+    fn fuse_failure(&self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -401,7 +408,7 @@ impl Recorder {
 }
 
 #[test]
-fn observer_gets_read_readdir_and_background_fetch_durations() {
+fn observer_gets_durations_and_fuse_failures() {
     skip_without_fuse!();
     let layer = common::fixture_layer();
     let rec = Arc::new(Recorder::default());
@@ -430,6 +437,18 @@ fn observer_gets_read_readdir_and_background_fetch_durations() {
         "no node_readdir observed"
     );
     assert_eq!(rec.count(Operation::BackgroundFetch), 0);
+    // A failed read is counted and reported to the observer.
+    assert_eq!(rec.1.load(std::sync::atomic::Ordering::SeqCst), 0);
+    m.source.set_sticky(Some(Fault::Error));
+    let err = common::read(m.path().join("big.bin")).expect_err("source fails");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    m.source.set_sticky(None);
+    let failures = m.metrics.snapshot().fuse_read_failures;
+    assert!(failures >= 1);
+    assert_eq!(
+        rec.1.load(std::sync::atomic::Ordering::SeqCst) as u64,
+        failures
+    );
     let fetcher = fetch_everything(&m);
     // The fetcher records the layer when it finds no span left to fetch.
     let deadline = Instant::now() + Duration::from_secs(20);

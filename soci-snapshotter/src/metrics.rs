@@ -188,12 +188,9 @@ fn layer_counters(s: &soci_fs::MetricsSnapshot) -> [(&'static str, u64); 10] {
 }
 
 /// Publishes the counters of one layer (`layer` = its digest): the per-layer
-/// `soci_fs_operation_count` series, `soci_fs_bytes_served{synchronous_bytes_served}`, and
-/// `fuse_failure_state` (global) set to 1 once any FUSE operation of the layer failed.
+/// `soci_fs_operation_count` series and `soci_fs_bytes_served{synchronous_bytes_served}`.
 pub fn set_layer_counters(layer: &str, s: &soci_fs::MetricsSnapshot) {
-    let mut failed = false;
     for (op, v) in layer_counters(s) {
-        failed |= op.starts_with("fuse_") && v > 0;
         METRICS
             .operation_count
             .get_or_create(&OpLabels {
@@ -209,14 +206,42 @@ pub fn set_layer_counters(layer: &str, s: &soci_fs::MetricsSnapshot) {
             operation_type: "synchronous_bytes_served".into(),
         })
         .set(i64::try_from(s.synchronous_bytes_served).unwrap_or(i64::MAX));
-    if failed {
-        METRICS
-            .operation_count
-            .get_or_create(&OpLabels {
-                layer: String::new(),
-                operation_type: "fuse_failure_state".into(),
-            })
-            .set(1);
+}
+
+/// How often a FUSE failure may raise `fuse_failure_state` (spec §5.11).
+pub const FUSE_FAILURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// Rate limit of `fuse_failure_state`: at most one increment per [`FUSE_FAILURE_WINDOW`].
+#[derive(Debug, Default)]
+pub struct FailureWindow {
+    last: Option<std::time::Instant>,
+}
+
+impl FailureWindow {
+    /// Whether a failure at `now` increments the counter (and starts a new window if so).
+    pub fn nudge(&mut self, now: std::time::Instant) -> bool {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < FUSE_FAILURE_WINDOW)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+static FAILURE_WINDOW: Mutex<FailureWindow> = Mutex::new(FailureWindow { last: None });
+
+/// A FUSE operation of some lazy layer failed: increments the global `fuse_failure_state`,
+/// at most once per five minutes.
+pub fn fuse_failure() {
+    let nudge = FAILURE_WINDOW
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .nudge(std::time::Instant::now());
+    if nudge {
+        inc_global("fuse_failure_state");
     }
 }
 
@@ -443,8 +468,7 @@ mod tests {
             "soci_fs_bytes_served{{layer=\"{layer}\",operation_type=\"synchronous_bytes_served\"}} 4096"
         );
         assert!(text.lines().any(|l| l == served), "{text}");
-        // fuse_failure_state is pre-created at 0 and set by a failed FUSE operation. (Other
-        // tests of this process may set it too, so only the transition to 1 is checked.)
+        // fuse_failure_state is pre-created at 0 (raised by FUSE failures, not by counters).
         assert!(text.lines().any(|l| l.starts_with(
             "soci_fs_operation_count{layer=\"\",operation_type=\"fuse_failure_state\"} "
         )));
@@ -454,10 +478,23 @@ mod tests {
         assert!(text.lines().any(|l| l == format!(
             "soci_fs_operation_count{{layer=\"{layer}\",operation_type=\"fuse_file_read_failure_count\"}} 1"
         )));
-        assert!(text
-            .lines()
-            .any(|l| l
-                == "soci_fs_operation_count{layer=\"\",operation_type=\"fuse_failure_state\"} 1"));
+    }
+
+    #[test]
+    fn fuse_failure_state_at_most_once_per_window() {
+        let t0 = std::time::Instant::now();
+        let mut w = super::FailureWindow::default();
+        assert!(w.nudge(t0));
+        assert!(!w.nudge(t0 + Duration::from_secs(1)));
+        assert!(!w.nudge(t0 + Duration::from_secs(299)));
+        assert!(w.nudge(t0 + Duration::from_secs(300)));
+        assert!(!w.nudge(t0 + Duration::from_secs(301)));
+        // The global one: the first failure of the process raises it; a second right after
+        // does not (no other test of this process reports FUSE failures).
+        let before = super::get("fuse_failure_state", "");
+        super::fuse_failure();
+        super::fuse_failure();
+        assert_eq!(super::get("fuse_failure_state", ""), before + 1);
     }
 
     #[test]

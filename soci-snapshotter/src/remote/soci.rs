@@ -636,6 +636,10 @@ impl soci_fs::Observer for LayerObserver {
     fn observe(&self, op: soci_fs::Operation, elapsed: Duration) {
         crate::metrics::observe(op.name(), &self.layer, elapsed);
     }
+
+    fn fuse_failure(&self) {
+        crate::metrics::fuse_failure();
+    }
 }
 
 /// The `[http]` client of the first registry host (the first mirror, else the registry): the one
