@@ -13,7 +13,8 @@
 #                one and 2 of the other run concurrently: distinct outputs, FUSE mounts == distinct
 #                indexed layers, fuse_mount_failure_count stays 0; the metrics endpoint has the
 #                `mount` and `synchronous_read` histograms, non-zero per-layer
-#                synchronous_read_count, and resolve_cache_hit (pre-resolved sibling layers)
+#                synchronous_read_count, resolve_cache_hit (pre-resolved sibling layers) and the
+#                per-image FUSE operation counts (log and soci_fs_image_operation_count_key)
 #   3 outage     registry stopped after rpull: reading a not-yet-fetched file in a running
 #                container fails with EIO within the configured retries (never hangs) and counts
 #                in fuse_file_read_failure_count / raises fuse_failure_state 0 -> 1 (once per 5
@@ -77,6 +78,7 @@ rm -rf "$WORK"; mkdir -p "$WORK"
 # fetch so that files stay unfetched until read.
 cat >"$WORK/config.toml" <<TOML
 metrics_address = "127.0.0.1:$METRICS_PORT"
+fuse_metrics_emit_wait_duration_sec = 2
 [http]
 DialTimeoutMsec = 1000
 ResponseHeaderTimeoutMsec = 2000
@@ -276,6 +278,15 @@ served=$(awk 'index($0, "soci_fs_bytes_served{layer=\"sha256:") == 1 { s += $2 }
 # The first layer mount of an image pre-resolves the others; their mounts take the result.
 hits=$(layer_metric_sum resolve_cache_hit)
 [ "$hits" -gt 0 ] || fail "metrics: no resolve_cache_hit (sibling layers not pre-resolved)"
+# Per-image FUSE operation counts, emitted once fuse_metrics_emit_wait_duration_sec (2 s) after
+# each image's first mount.
+for _ in $(seq 100); do
+  grep -q '"msg":"fuse operation count for image sha256:[0-9a-f]*: file.Read = ' "$LOG.cur" && break
+  sleep 0.1
+done
+grep -q '"msg":"fuse operation count for image sha256:[0-9a-f]*: node.Lookup = ' "$LOG.cur" || fail "metrics: no per-image FUSE operation count log"
+metrics_text | grep -Eq '^soci_fs_image_operation_count_key\{image="sha256:[0-9a-f]{64}",operation_type="file.Read"\} [0-9]+$' \
+  || fail "metrics: no soci_fs_image_operation_count_key line"
 pass "shared layers: 3 FUSE mounts for 2 images, 5 concurrent containers with distinct outputs, no mount failure; metrics: mount/synchronous_read histograms, $reads synchronous reads, $served bytes served, $hits pre-resolved layer mounts ($(( $(ms) - t )) ms)"
 
 # ------------------------------------------------------------------ 3 registry outage during lazy reads

@@ -462,6 +462,7 @@ impl Filesystem for LayerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.spans.metrics().add(|m| &m.node_lookup_count, 1);
         let name = name.as_bytes();
         let found = match self.target(parent) {
             Some(Target::Node(ROOT, _)) if name == STATE_DIR.as_bytes() => Some(Target::StateDir),
@@ -505,7 +506,14 @@ impl Filesystem for LayerFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.target(ino) {
+        let target = self.target(ino);
+        let count: fn(&Metrics) -> &AtomicU64 = match &target {
+            Some(Target::Node(_, n)) if n.kind == Kind::File => |m| &m.file_getattr_count,
+            Some(Target::Node(_, n)) if n.kind == Kind::Whiteout => |m| &m.whiteout_getattr_count,
+            _ => |m| &m.node_getattr_count,
+        };
+        self.spans.metrics().add(count, 1);
+        match target {
             Some(t) => reply.attr(&self.opts.attr_timeout, &self.attr(&t)),
             None => {
                 self.spans
@@ -517,6 +525,7 @@ impl Filesystem for LayerFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spans.metrics().add(|m| &m.node_readlink_count, 1);
         match self.target(ino) {
             Some(Target::Node(_, n)) if n.kind == Kind::Symlink => reply.data(&n.link),
             _ => reply.error(Errno::EINVAL),
@@ -524,6 +533,7 @@ impl Filesystem for LayerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spans.metrics().add(|m| &m.node_open_count, 1);
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             reply.error(Errno::from_i32(libc::EROFS));
             return;
@@ -585,6 +595,7 @@ impl Filesystem for LayerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.spans.metrics().add(|m| &m.file_read_count, 1);
         let (id, n) = match self.target(ino) {
             Some(Target::StateFile) => {
                 let json = self.state_json();
@@ -714,6 +725,7 @@ impl Filesystem for LayerFs {
         mut reply: ReplyDirectory,
     ) {
         let started = Instant::now();
+        self.spans.metrics().add(|m| &m.node_readdir_count, 1);
         let Some(list) = self.dirs.lock().get(&fh.0).cloned() else {
             self.spans
                 .metrics()
@@ -766,6 +778,7 @@ impl Filesystem for LayerFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.spans.metrics().add(|m| &m.node_getxattr_count, 1);
         if !self.xattrs_enabled() {
             reply.error(Errno::ENOSYS);
             return;
@@ -786,6 +799,7 @@ impl Filesystem for LayerFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spans.metrics().add(|m| &m.node_listxattr_count, 1);
         if !self.xattrs_enabled() {
             reply.error(Errno::ENOSYS);
             return;

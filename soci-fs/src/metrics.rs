@@ -124,6 +124,26 @@ counters! {
     fuse_readdir_failures,
     /// Failed FUSE `listxattr`s (`fuse_node_listxattr_failure_count`).
     fuse_listxattr_failures,
+    /// FUSE `getattr`s of directories and other non-file nodes (`node.Getattr`).
+    node_getattr_count,
+    /// FUSE `getattr`s of regular files (`file.Getattr`).
+    file_getattr_count,
+    /// FUSE `getattr`s of whiteouts (`whiteout.Getattr`).
+    whiteout_getattr_count,
+    /// FUSE `getxattr`s (`node.Getxattr`).
+    node_getxattr_count,
+    /// FUSE `listxattr`s (`node.Listxattr`).
+    node_listxattr_count,
+    /// FUSE `lookup`s (`node.Lookup`).
+    node_lookup_count,
+    /// FUSE `open`s (`node.Open`).
+    node_open_count,
+    /// FUSE `readdir`s (`node.Readdir`).
+    node_readdir_count,
+    /// FUSE `readlink`s (`node.Readlink`).
+    node_readlink_count,
+    /// FUSE `read`s, failed ones included (`file.Read`).
+    file_read_count,
 }
 
 impl Metrics {

@@ -436,6 +436,12 @@ fn observer_gets_durations_and_fuse_failures() {
         rec.count(Operation::NodeReaddir) >= 1,
         "no node_readdir observed"
     );
+    // Per-operation counts (the snapshotter's per-image FUSE operation counts).
+    let s = m.metrics.snapshot();
+    assert!(s.node_lookup_count >= 2, "bin, tool: {s:?}");
+    assert!(s.node_open_count >= 1 && s.file_read_count >= 1, "{s:?}");
+    assert!(s.node_readdir_count >= 1, "{s:?}");
+    assert_eq!(s.whiteout_getattr_count, 0);
     assert_eq!(rec.count(Operation::BackgroundFetch), 0);
     // A failed read is counted and reported to the observer.
     assert_eq!(rec.1.load(std::sync::atomic::Ordering::SeqCst), 0);

@@ -61,6 +61,15 @@ pub struct LayerLabels {
     pub mountpoint: String,
 }
 
+/// Labels `{image, operation_type}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageLabels {
+    /// Image manifest digest (empty for `background_fetch_work_queue_size`).
+    pub image: String,
+    /// Operation name.
+    pub operation_type: String,
+}
+
 /// All metrics of the daemon.
 #[derive(Debug)]
 pub struct Metrics {
@@ -73,6 +82,8 @@ pub struct Metrics {
     pub duration_ms: Histograms,
     /// `soci_fs_operation_duration_microseconds`.
     pub duration_us: Histograms,
+    /// `soci_fs_image_operation_count_key`.
+    pub image_operation_count: Family<ImageLabels, Gauge>,
     /// `soci_fs_layer_fetched_size_bytes`.
     pub layer_fetched: Family<LayerLabels, Gauge>,
     /// `soci_fs_layer_size_bytes`.
@@ -86,6 +97,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let bytes_served = Family::<OpLabels, Gauge>::default();
     let layer_fetched = Family::<LayerLabels, Gauge>::default();
     let layer_size = Family::<LayerLabels, Gauge>::default();
+    let image_operation_count = Family::<ImageLabels, Gauge>::default();
+    registry.register(
+        "soci_fs_image_operation_count_key",
+        "FUSE operations per image, emitted once after fuse_metrics_emit_wait_duration_sec",
+        image_operation_count.clone(),
+    );
     let duration_ms: Histograms = Family::new_with_constructor(millisecond_histogram);
     let duration_us: Histograms = Family::new_with_constructor(microsecond_histogram);
     registry.register(
@@ -137,6 +154,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         bytes_served,
         duration_ms,
         duration_us,
+        image_operation_count,
         layer_fetched,
         layer_size,
     }
@@ -206,6 +224,35 @@ pub fn set_layer_counters(layer: &str, s: &soci_fs::MetricsSnapshot) {
             operation_type: "synchronous_bytes_served".into(),
         })
         .set(i64::try_from(s.synchronous_bytes_served).unwrap_or(i64::MAX));
+}
+
+/// The FUSE operations counted per image (spec §5.11), summed over the image's layers.
+pub fn image_operation_counts(layers: &[soci_fs::MetricsSnapshot]) -> [(&'static str, u64); 10] {
+    let sum = |f: fn(&soci_fs::MetricsSnapshot) -> u64| layers.iter().map(f).sum::<u64>();
+    [
+        ("node.Getattr", sum(|s| s.node_getattr_count)),
+        ("node.Getxattr", sum(|s| s.node_getxattr_count)),
+        ("node.Listxattr", sum(|s| s.node_listxattr_count)),
+        ("node.Lookup", sum(|s| s.node_lookup_count)),
+        ("node.Open", sum(|s| s.node_open_count)),
+        ("node.Readdir", sum(|s| s.node_readdir_count)),
+        ("node.Readlink", sum(|s| s.node_readlink_count)),
+        ("file.Read", sum(|s| s.file_read_count)),
+        ("file.Getattr", sum(|s| s.file_getattr_count)),
+        ("whiteout.Getattr", sum(|s| s.whiteout_getattr_count)),
+    ]
+}
+
+/// Sets `soci_fs_image_operation_count_key{image, operation_type}` (for `image=""`, the
+/// `background_fetch_work_queue_size`).
+pub fn set_image_count(image: &str, op: &str, value: u64) {
+    METRICS
+        .image_operation_count
+        .get_or_create(&ImageLabels {
+            image: image.into(),
+            operation_type: op.into(),
+        })
+        .set(i64::try_from(value).unwrap_or(i64::MAX));
 }
 
 /// How often a FUSE failure may raise `fuse_failure_state` (spec §5.11).
@@ -478,6 +525,41 @@ mod tests {
         assert!(text.lines().any(|l| l == format!(
             "soci_fs_operation_count{{layer=\"{layer}\",operation_type=\"fuse_file_read_failure_count\"}} 1"
         )));
+    }
+
+    #[test]
+    fn image_operation_counts_sum_layers_and_are_exposed() {
+        let mut a = soci_fs::MetricsSnapshot::default();
+        a.node_lookup_count = 3;
+        a.file_read_count = 10;
+        a.whiteout_getattr_count = 1;
+        let mut b = soci_fs::MetricsSnapshot::default();
+        b.node_lookup_count = 4;
+        b.node_readlink_count = 2;
+        let counts = super::image_operation_counts(&[a, b]);
+        let get = |op: &str| counts.iter().find(|(o, _)| *o == op).map(|(_, v)| *v);
+        assert_eq!(get("node.Lookup"), Some(7));
+        assert_eq!(get("file.Read"), Some(10));
+        assert_eq!(get("node.Readlink"), Some(2));
+        assert_eq!(get("whiteout.Getattr"), Some(1));
+        assert_eq!(get("node.Getattr"), Some(0));
+        let image = "sha256:4444";
+        for (op, v) in counts {
+            super::set_image_count(image, op, v);
+        }
+        let text = super::encode();
+        let line = format!(
+            "soci_fs_image_operation_count_key{{image=\"{image}\",operation_type=\"node.Lookup\"}} 7"
+        );
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with(&format!(
+                    "soci_fs_image_operation_count_key{{image=\"{image}\""
+                )))
+                .count(),
+            10
+        );
     }
 
     #[test]

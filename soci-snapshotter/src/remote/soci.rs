@@ -61,6 +61,9 @@ pub struct SociOptions {
     pub preresolve_concurrency: i64,
     /// `resolve_result_entry`: resolved layers kept until mounted.
     pub resolve_result_entry: usize,
+    /// `fuse_metrics_emit_wait_duration_sec`: when the per-image FUSE operation counts are
+    /// emitted after an image's first mount.
+    pub fuse_metrics_emit_wait: Duration,
     /// `[resolver]`: mirrors per registry host.
     pub resolver: ResolverConfig,
     /// `[blob] valid_interval` (zero with `check_always`): how often `Check` probes a lazy layer's
@@ -122,6 +125,9 @@ impl SociOptions {
             mount_timeout: Duration::from_secs(c.mount_timeout_sec.max(1) as u64),
             preresolve_concurrency: c.max_concurrency,
             resolve_result_entry: usize::try_from(c.resolve_result_entry).unwrap_or(30),
+            fuse_metrics_emit_wait: Duration::from_secs(
+                c.fuse_metrics_emit_wait_duration_sec.max(0) as u64,
+            ),
             resolver: c.resolver.clone(),
             blob_check_interval: std::time::Duration::from_secs(c.blob.valid_interval.max(0) as u64),
             parallel: None,
@@ -184,7 +190,9 @@ pub struct Soci {
     fetcher: Option<soci_fs::BackgroundFetcher>,
     /// soci-fs counters per layer digest, kept for the daemon's lifetime (the exported
     /// per-layer counters are cumulative) and shared by the mounts of one layer.
-    layer_metrics: Mutex<HashMap<String, Arc<soci_fs::Metrics>>>,
+    layer_metrics: Arc<Mutex<HashMap<String, Arc<soci_fs::Metrics>>>>,
+    /// Images (manifest digests) whose per-image FUSE operation counts are scheduled.
+    image_counts: Mutex<std::collections::HashSet<String>>,
     /// `[prefetch].max_concurrency`, shared by every layer's prefetch.
     prefetch_limit: Arc<soci_fs::ConcurrencyLimit>,
     /// Pre-resolution of sibling layers and the resolved-layer cache (spec §5.5, §5.6).
@@ -264,7 +272,8 @@ impl Soci {
             images: Mutex::new(HashMap::new()),
             mounts: Mutex::new(HashMap::new()),
             fetcher,
-            layer_metrics: Mutex::new(HashMap::new()),
+            layer_metrics: Arc::new(Mutex::new(HashMap::new())),
+            image_counts: Mutex::new(std::collections::HashSet::new()),
             prefetch_limit,
             resolver,
             paused: Mutex::new(std::collections::HashSet::new()),
@@ -720,6 +729,43 @@ impl Soci {
         }
     }
 
+    /// On the first mount of an image, emits its FUSE operation counts (summed over its lazy
+    /// layers) once after `fuse_metrics_emit_wait_duration_sec` (spec §5.5, §5.11): metric
+    /// `soci_fs_image_operation_count_key` and `fuse operation count for image <d>: <op> = <n>`.
+    fn schedule_image_counts(&self, manifest: &str, arts: &ImageArtifacts) {
+        if !self
+            .image_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(manifest.to_string())
+        {
+            return;
+        }
+        let image = manifest.to_string();
+        let layers: Vec<String> = arts.ztocs.keys().cloned().collect();
+        let all = self.layer_metrics.clone();
+        let wait = self.opts.fuse_metrics_emit_wait;
+        let spawned = std::thread::Builder::new()
+            .name("soci-image-ops".into())
+            .spawn(move || {
+                std::thread::sleep(wait);
+                let snaps: Vec<soci_fs::MetricsSnapshot> = {
+                    let m = all.lock().unwrap_or_else(|e| e.into_inner());
+                    layers
+                        .iter()
+                        .filter_map(|l| m.get(l).map(|x| x.snapshot()))
+                        .collect()
+                };
+                for (op, n) in crate::metrics::image_operation_counts(&snaps) {
+                    crate::metrics::set_image_count(&image, op, n);
+                    info!("fuse operation count for image {image}: {op} = {n}");
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the per-image FUSE operation counter");
+        }
+    }
+
     /// The soci-fs counters of `layer` (created with its histogram observer on first use).
     fn layer_metrics(&self, layer: &str) -> Arc<soci_fs::Metrics> {
         self.layer_metrics
@@ -743,6 +789,13 @@ impl Soci {
             .iter()
         {
             crate::metrics::set_layer_counters(digest, &m.snapshot());
+        }
+        if let Some(f) = &self.fetcher {
+            crate::metrics::set_image_count(
+                "",
+                "background_fetch_work_queue_size",
+                f.stats().queue_size,
+            );
         }
         for (mp, (digest, h)) in self.mounts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let spans = h.spans();
@@ -904,6 +957,7 @@ impl RemoteLayers for Soci {
                 .insert(mountpoint.to_path_buf(), fetcher);
         }
         crate::metrics::observe("mount", layer, started.elapsed());
+        self.schedule_image_counts(manifest, &arts);
         self.shared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
