@@ -824,4 +824,175 @@ mod tests {
             Err(Error::InvalidArgument(_))
         ));
     }
+
+    /// A remote backend recording which path each layer took: `sha256:lazy` mounts, any other
+    /// layer has no index; `sha256:bad` fails its parallel unpack after writing part of it.
+    #[derive(Debug, Default)]
+    struct Paths {
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Paths {
+        fn log(&self, what: &str) {
+            self.calls.lock().unwrap().push(what.to_string());
+        }
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().unwrap())
+        }
+    }
+
+    impl RemoteLayers for Paths {
+        fn mount(
+            &self,
+            _: &Path,
+            labels: &BTreeMap<String, String>,
+        ) -> std::result::Result<BTreeMap<String, String>, RemoteError> {
+            self.log("mount");
+            match labels.get(label::CRI_LAYER_DIGEST).map(String::as_str) {
+                Some("sha256:lazy") => Ok(BTreeMap::new()),
+                _ => Err(RemoteError::NoIndex {
+                    image: "img".into(),
+                    cause: "no soci index found".into(),
+                }),
+            }
+        }
+        fn check(
+            &self,
+            _: &Path,
+            _: &BTreeMap<String, String>,
+        ) -> std::result::Result<(), RemoteError> {
+            Ok(())
+        }
+        fn unmount(&self, _: &Path) -> std::result::Result<(), RemoteError> {
+            Ok(())
+        }
+        fn unpack_local(
+            &self,
+            dir: &Path,
+            _: &BTreeMap<String, String>,
+        ) -> std::result::Result<(), RemoteError> {
+            self.log("local");
+            std::fs::write(dir.join("local.txt"), b"l").unwrap();
+            Ok(())
+        }
+        fn mounted(&self) -> Vec<PathBuf> {
+            Vec::new()
+        }
+        fn mount_idmapped(
+            &self,
+            _: &Path,
+            _: &Path,
+            _: &soci_fs::IdMap,
+        ) -> std::result::Result<(), RemoteError> {
+            Err(RemoteError::Unavailable("not in this test".into()))
+        }
+        fn unpack_parallel(
+            &self,
+            dir: &Path,
+            labels: &BTreeMap<String, String>,
+        ) -> std::result::Result<(), RemoteError> {
+            self.log("parallel");
+            std::fs::write(dir.join("parallel.txt"), b"p").unwrap();
+            if labels.get(label::CRI_LAYER_DIGEST).map(String::as_str) == Some("sha256:bad") {
+                return Err(RemoteError::other(
+                    "verifying layer",
+                    "uncompressed digests did not match",
+                ));
+            }
+            Ok(())
+        }
+        fn cancel_parallel(&self, manifest: &str) {
+            self.log(&format!("cancel {manifest}"));
+        }
+    }
+
+    fn layer(chain: &str, digest: &str) -> BTreeMap<String, String> {
+        [
+            (label::TARGET_SNAPSHOT_REF, chain),
+            (label::CRI_IMAGE_REF, "127.0.0.1:5000/x:y"),
+            (label::CRI_MANIFEST_DIGEST, "sha256:m"),
+            (label::CRI_LAYER_DIGEST, digest),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn with_mode(mode: ParallelMode) -> (tempfile::TempDir, Snapshotter, Arc<Paths>) {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Arc::new(Paths::default());
+        let opts = Options {
+            parallel: mode,
+            ..Options::default()
+        };
+        let s =
+            Snapshotter::open(&d.path().join("snapshotter"), Some(paths.clone()), opts).unwrap();
+        (d, s, paths)
+    }
+
+    #[test]
+    fn parallel_modes_choose_the_prepare_path() {
+        let ns = Some("default");
+        // Primary: no remote attempt, even for an indexed layer; committed like a local snapshot.
+        let (_d, s, p) = with_mode(ParallelMode::Primary);
+        let e = s
+            .prepare(ns, "k1", "", layer("sha256:c1", "sha256:lazy"))
+            .unwrap_err();
+        assert!(e.is_already_exists(), "{e}");
+        assert_eq!(p.take(), ["parallel"]);
+        let rec = s.store().get("sha256:c1").unwrap();
+        assert_eq!(
+            rec.labels
+                .get(label::HAS_SOCI_INDEX_DIGEST)
+                .map(String::as_str),
+            Some("true")
+        );
+        assert!(!rec.labels.contains_key(label::REMOTE));
+        assert!(s.fs_dir(rec.id).join("parallel.txt").exists());
+        // A failed parallel layer: the error goes back, no snapshot (active or committed) is left.
+        let e = s
+            .prepare(ns, "k2", "sha256:c1", layer("sha256:c2", "sha256:bad"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("uncompressed digests did not match"),
+            "{e}"
+        );
+        assert!(s.store().get("k2").is_err() && s.store().get("sha256:c2").is_err());
+        assert_eq!(s.store().ids().unwrap().len(), 1);
+        assert_eq!(
+            std::fs::read_dir(s.root.join("snapshots")).unwrap().count(),
+            1,
+            "the failed layer's directory is gone"
+        );
+        assert_eq!(p.take(), ["parallel"]);
+        // Removing a snapshot of the image cancels its parallel job.
+        s.remove("sha256:c1").unwrap();
+        assert_eq!(p.take(), ["cancel sha256:m"]);
+
+        // Fallback: lazy when indexed, parallel when there is no index.
+        let (_d, s, p) = with_mode(ParallelMode::Fallback);
+        let e = s
+            .prepare(ns, "k1", "", layer("sha256:c1", "sha256:lazy"))
+            .unwrap_err();
+        assert!(e.is_already_exists());
+        assert_eq!(p.take(), ["mount"]);
+        let e = s
+            .prepare(ns, "k2", "", layer("sha256:c2", "sha256:plain"))
+            .unwrap_err();
+        assert!(e.is_already_exists());
+        assert_eq!(p.take(), ["mount", "parallel"]);
+
+        // Off: no index ⇒ deferred to the runtime (mounts returned, nothing unpacked).
+        let (_d, s, p) = with_mode(ParallelMode::Off);
+        let m = s
+            .prepare(ns, "k1", "", layer("sha256:c1", "sha256:plain"))
+            .unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(p.take(), ["mount"]);
+        s.remove("k1").unwrap();
+        assert!(
+            p.take().is_empty(),
+            "no parallel job to cancel when the mode is off"
+        );
+    }
 }
