@@ -1,7 +1,7 @@
 //! Parallel pull/unpack (spec §5.4, §5.14 `MountParallel`): no lazy loading; every layer of an
 //! image is downloaded (parallel ranged GETs into a temp file) and unpacked by the snapshotter.
 //!
-//! One [`ImageJob`] per manifest digest, created by the first `Prepare` of one of its layers,
+//! One image job per manifest digest, created by the first `Prepare` of one of its layers,
 //! schedules that layer and every following layer of the manifest at once. Each layer task
 //! downloads under the per-image and global download semaphores, unpacks under the unpack
 //! semaphores into `<root>/unpack/<10 alphanumerics>/fs` (verifying the blob digest and the diffID),
