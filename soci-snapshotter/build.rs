@@ -1,4 +1,5 @@
-//! Generates the containerd snapshots gRPC **server** from the vendored protos (see proto/README.md).
+//! Generates the containerd snapshots gRPC **server** and the CRI ImageService server and client
+//! from the vendored protos (see proto/README.md).
 //! Message types are not generated: they are taken from `containerd-client` (same protos, same
 //! prost/tonic versions) so the server and our containerd client calls share one set of types.
 
@@ -14,6 +15,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .compile_protos(
             &["proto/github.com/containerd/containerd/api/services/snapshots/v1/snapshots.proto"],
+            &["proto"],
+        )?;
+    // The Kubernetes CRI ImageService (proto/k8s.io/...): server for the `[cri_keychain]` proxy,
+    // client for forwarding to `image_service_path` (and for tests).
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(
+            &["proto/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto"],
             &["proto"],
         )?;
     Ok(())

@@ -68,6 +68,12 @@ pub enum Auth {
     /// Look the registry host up in a Docker config file (`auths`, `credHelpers`, `credsStore`);
     /// no entry means anonymous.
     DockerConfig(DockerConfig),
+    /// An identity (OAuth2 refresh) token, exchanged at the token realm like a Docker config
+    /// `identitytoken` (a credential with an empty user name and the token as secret).
+    IdentityToken(Secret),
+    /// Providers tried in order: the first that has a credential for the host is used; an error
+    /// stops the chain; none means anonymous.
+    Chain(Vec<Auth>),
 }
 
 impl Auth {
@@ -170,11 +176,20 @@ impl Credential {
 /// Finds the credential for `host` (`host[:port]` as used in URLs).
 pub(crate) async fn credential_for(auth: &Auth, host: &str) -> Result<Option<Credential>> {
     match auth {
+        Auth::Chain(list) => {
+            for a in list {
+                if let Some(c) = Box::pin(credential_for(a, host)).await? {
+                    return Ok(Some(c));
+                }
+            }
+            Ok(None)
+        }
         Auth::Anonymous => Ok(None),
         Auth::Basic { username, password } => Ok(Some(Credential::Basic {
             username: username.clone(),
             password: password.clone(),
         })),
+        Auth::IdentityToken(token) => Ok(Some(Credential::IdentityToken(token.clone()))),
         Auth::DockerConfig(cfg) => from_docker_config(cfg, host).await,
     }
 }
@@ -469,5 +484,36 @@ mod tests {
         ));
         let missing = Auth::DockerConfig(DockerConfig::at(dir.path().join("nope.json")));
         assert_eq!(credential_for(&missing, "x").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn chain_takes_the_first_provider_with_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("config.json");
+        std::fs::write(
+            &cfg_path,
+            r#"{"auths":{"cfg.example":{"username":"cu","password":"cp"}}}"#,
+        )
+        .unwrap();
+        let chain = Auth::Chain(vec![
+            Auth::DockerConfig(DockerConfig::at(&cfg_path)),
+            Auth::IdentityToken(Secret::new("itok")),
+        ]);
+        assert_eq!(
+            credential_for(&chain, "cfg.example").await.unwrap(),
+            Some(Credential::Basic {
+                username: "cu".into(),
+                password: Secret::new("cp")
+            })
+        );
+        assert_eq!(
+            credential_for(&chain, "other.example").await.unwrap(),
+            Some(Credential::IdentityToken(Secret::new("itok")))
+        );
+        let none = Auth::Chain(vec![Auth::DockerConfig(DockerConfig::at(&cfg_path))]);
+        assert_eq!(credential_for(&none, "other.example").await.unwrap(), None);
+        // A broken provider stops the chain.
+        std::fs::write(&cfg_path, "{not json").unwrap();
+        assert!(credential_for(&chain, "other.example").await.is_err());
     }
 }

@@ -8,6 +8,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, DEFAULT_ADDRESS};
+use crate::cri::{ImageProxy, ImageServiceServer};
 use crate::error::{Error, Result};
 use crate::service::{Service, SnapshotsServer};
 use crate::snapshotter::{Options, Snapshotter};
@@ -120,7 +121,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     if !cfg.skip_check_snapshotter_supported {
         crate::mount::check_overlay_supported(&snap_root)?;
     }
-    let remote = crate::remote::build(&cfg, &opts.root)?;
+    let keychain = cfg
+        .cri_keychain
+        .enable_keychain
+        .then(|| Arc::new(crate::cri::Keychain::new()));
+    let remote = crate::remote::build(&cfg, &opts.root, keychain.clone())?;
     let snap = Snapshotter::open(
         &snap_root,
         remote,
@@ -184,8 +189,14 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     };
     notify("READY=1");
     info!(address = %path.display(), "soci-snapshotter-grpc successfully started");
+    let cri = keychain.map(|k| {
+        let backend = &cfg.cri_keychain.image_service_path;
+        info!(image_service_path = %backend, "serving the CRI image service (cri_keychain)");
+        ImageServiceServer::new(ImageProxy::new(k, backend))
+    });
     let server = tonic::transport::Server::builder()
         .add_service(SnapshotsServer::new(Service::new(snap.clone())))
+        .add_optional_service(cri)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
     let res = server.await;
     notify("STOPPING=1");

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod config;
+pub mod cri;
 pub mod daemon;
 pub mod error;
 pub mod filters;

@@ -158,10 +158,11 @@ fn client(
     t: &ClientTuning,
     endpoint: &Endpoint,
     timeout: HostTimeout,
+    auth: &soci_registry::Auth,
 ) -> Result<Client, soci_registry::Error> {
     let mut b = Client::builder();
     b.endpoint(endpoint.clone());
-    b.auth(soci_registry::Auth::docker_config());
+    b.auth(auth.clone());
     b.max_retries(t.max_retries);
     b.retry_wait(t.min_wait, t.max_wait);
     match timeout {
@@ -186,12 +187,31 @@ impl Hosts {
         http: &ClientTuning,
         blob: &ClientTuning,
     ) -> Result<Hosts, soci_registry::Error> {
+        Hosts::with_auth(hosts, http, blob, None)
+    }
+
+    /// Like [`Hosts::new`], with `extra` as a credential provider tried after the Docker config
+    /// (spec §5.13: the CRI keychain's credential for the image), before going anonymous.
+    ///
+    /// # Errors
+    ///
+    /// When a client cannot be built (TLS setup).
+    pub fn with_auth(
+        hosts: Vec<RegistryHost>,
+        http: &ClientTuning,
+        blob: &ClientTuning,
+        extra: Option<soci_registry::Auth>,
+    ) -> Result<Hosts, soci_registry::Error> {
+        let auth = match extra {
+            None => soci_registry::Auth::docker_config(),
+            Some(a) => soci_registry::Auth::Chain(vec![soci_registry::Auth::docker_config(), a]),
+        };
         let entries = hosts
             .into_iter()
             .map(|host| {
                 Ok(HostClients {
-                    http: client(http, &host.endpoint, host.timeout)?,
-                    blob: client(blob, &host.endpoint, HostTimeout::Default)?,
+                    http: client(http, &host.endpoint, host.timeout, &auth)?,
+                    blob: client(blob, &host.endpoint, HostTimeout::Default, &auth)?,
                     host,
                 })
             })

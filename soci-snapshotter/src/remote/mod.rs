@@ -127,8 +127,10 @@ pub trait RemoteLayers: Send + Sync + std::fmt::Debug {
 pub fn build(
     cfg: &crate::config::Config,
     root: &Path,
+    cri_keychain: Option<std::sync::Arc<crate::cri::Keychain>>,
 ) -> crate::error::Result<Option<std::sync::Arc<dyn RemoteLayers>>> {
     let mut opts = soci::SociOptions::from_config(cfg);
+    opts.cri_keychain = cri_keychain;
     let pp = &cfg.pull_modes.parallel_pull_unpack;
     if pp.enable || pp.experimental_parallel_pull_as_fallback {
         opts.parallel = Some(parallel::ParallelOptions::from_config(cfg, root));

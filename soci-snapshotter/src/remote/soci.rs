@@ -73,6 +73,8 @@ pub struct SociOptions {
     pub parallel: Option<super::parallel::ParallelOptions>,
     /// `decompress_streams`: external gzip/zstd decompressors for unpacked layers.
     pub decompressors: super::unpack::Decompressors,
+    /// `[cri_keychain]`: credentials captured from CRI `PullImage` requests (spec §5.13).
+    pub cri_keychain: Option<Arc<crate::cri::Keychain>>,
 }
 
 impl SociOptions {
@@ -132,6 +134,7 @@ impl SociOptions {
             blob_check_interval: std::time::Duration::from_secs(c.blob.valid_interval.max(0) as u64),
             parallel: None,
             decompressors: super::unpack::decompressors(c),
+            cri_keychain: None,
         }
     }
 }
@@ -330,10 +333,21 @@ impl Soci {
     }
 
     /// The registry hosts of `reference` (spec §5.12): its `[resolver.host]` mirrors in order,
-    /// then its registry, each with an `[http]` and a `[blob]` client.
+    /// then its registry, each with an `[http]` and a `[blob]` client. Clients are shared per
+    /// registry, except for an image with a CRI keychain credential (§5.13), whose clients are
+    /// keyed by image and credential.
     fn hosts(&self, reference: &Reference) -> Result<Arc<Hosts>, RemoteError> {
+        let cri = self
+            .opts
+            .cri_keychain
+            .as_ref()
+            .and_then(|k| k.lookup(&reference.to_string()));
+        let key = match &cri {
+            None => reference.registry().to_string(),
+            Some(c) => format!("{}\n{reference}\n{}", reference.registry(), c.fingerprint),
+        };
         let mut m = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = m.get(reference.registry()) {
+        if let Some(h) = m.get(&key) {
             return Ok(h.clone());
         }
         let list = registry_hosts(&self.opts.resolver, reference.registry());
@@ -342,11 +356,14 @@ impl Soci {
             hosts = ?list.iter().map(|h| h.endpoint.to_string()).collect::<Vec<_>>(),
             "registry hosts"
         );
+        if cri.is_some() {
+            info!(image = %reference, "using CRI keychain credential for image");
+        }
         let h = Arc::new(
-            Hosts::new(list, &self.opts.http, &self.opts.blob)
+            Hosts::with_auth(list, &self.opts.http, &self.opts.blob, cri.map(|c| c.auth))
                 .map_err(|e| RemoteError::other("building registry client", chain(&e)))?,
         );
-        m.insert(reference.registry().to_string(), h.clone());
+        m.insert(key, h.clone());
         Ok(h)
     }
 
