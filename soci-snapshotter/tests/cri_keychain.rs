@@ -468,9 +468,7 @@ state = "{c}/state"
         .await
         .expect("ListImages");
     assert!(
-        list.images
-            .iter()
-            .any(|i| i.repo_tags.iter().any(|t| *t == image_a)),
+        list.images.iter().any(|i| i.repo_tags.contains(&image_a)),
         "{image_a} not listed: {list:?}"
     );
     let st = call(
@@ -536,10 +534,7 @@ state = "{c}/state"
         .await
         .expect("ListImages");
     assert!(
-        !list
-            .images
-            .iter()
-            .any(|i| i.repo_tags.iter().any(|t| *t == image_a)),
+        !list.images.iter().any(|i| i.repo_tags.contains(&image_a)),
         "{list:?}"
     );
 }
