@@ -22,7 +22,8 @@ use tracing::{debug, info};
     unreachable_pub,
     clippy::all,
     clippy::pedantic,
-    missing_debug_implementations
+    missing_debug_implementations,
+    rustdoc::all
 )]
 pub mod generated {
     tonic::include_proto!("runtime.v1");
