@@ -678,6 +678,24 @@ fn first_http(hosts: &Hosts) -> Result<Client, RemoteError> {
         .ok_or_else(|| RemoteError::other("resolving registry hosts", "no usable registry host"))
 }
 
+/// The image reference, manifest digest and layer digest labels every remote path needs, with
+/// the reference's messages for each missing one.
+fn image_labels(labels: &BTreeMap<String, String>) -> Result<(&str, &str, &str), RemoteError> {
+    Ok((
+        required(
+            labels,
+            label::CRI_IMAGE_REF,
+            "unable to get image ref from labels",
+        )?,
+        required(
+            labels,
+            label::CRI_MANIFEST_DIGEST,
+            "unable to get image digest from labels",
+        )?,
+        required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?,
+    ))
+}
+
 fn required<'a>(
     labels: &'a BTreeMap<String, String>,
     key: &str,
@@ -895,17 +913,7 @@ impl RemoteLayers for Soci {
         labels: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, RemoteError> {
         let started = Instant::now();
-        let image = required(
-            labels,
-            label::CRI_IMAGE_REF,
-            "unable to get image ref from labels",
-        )?;
-        let manifest = required(
-            labels,
-            label::CRI_MANIFEST_DIGEST,
-            "unable to get image digest from labels",
-        )?;
-        let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
+        let (image, manifest, layer) = image_labels(labels)?;
         let arts = self.artifacts(image, manifest, labels)?;
         let Some((ztoc_digest, _, disable_xattrs)) = arts.ztocs.get(layer).cloned() else {
             info!(
@@ -1059,17 +1067,7 @@ impl RemoteLayers for Soci {
         dir: &Path,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), RemoteError> {
-        let image = required(
-            labels,
-            label::CRI_IMAGE_REF,
-            "unable to get image ref from labels",
-        )?;
-        let manifest = required(
-            labels,
-            label::CRI_MANIFEST_DIGEST,
-            "unable to get image digest from labels",
-        )?;
-        let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
+        let (image, manifest, layer) = image_labels(labels)?;
         let reference =
             Reference::from_str(image).map_err(|e| RemoteError::other("parsing image ref", e))?;
         let hosts = self.hosts(&reference)?;
@@ -1155,17 +1153,7 @@ impl RemoteLayers for Soci {
                 "parallel_pull_unpack is not configured",
             ));
         };
-        let image = required(
-            labels,
-            label::CRI_IMAGE_REF,
-            "unable to get image ref from labels",
-        )?;
-        let manifest = required(
-            labels,
-            label::CRI_MANIFEST_DIGEST,
-            "unable to get image digest from labels",
-        )?;
-        let layer = required(labels, label::CRI_LAYER_DIGEST, "digest hasn't been passed")?;
+        let (image, manifest, layer) = image_labels(labels)?;
         let reference =
             Reference::from_str(image).map_err(|e| RemoteError::other("parsing image ref", e))?;
         let client = first_http(&*self.hosts(&reference)?)?;
