@@ -310,16 +310,7 @@ fn registry_lazy_layer_fetches_only_touched_spans_then_completes() {
     );
 
     // -- push it; the reads below run on this runtime from FUSE / fetcher threads
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let client = Client::builder()
-        .plain_http(PlainHttp::Loopback)
-        .retry_wait(Duration::from_millis(5), Duration::from_millis(50))
-        .build()
-        .expect("client");
+    let (rt, client) = (runtime(), client());
     let host = format!("127.0.0.1:{}", reg.port);
     let digest = Digest::sha256_of(&blob);
     let reference = Reference::with_digest(&host, REPO, &digest).expect("reference");
@@ -531,16 +522,7 @@ fn registry_lazy_layer_prefetch_artifact_spans_fetched_at_mount() {
     let zinfo = ztoc.zinfo().expect("zinfo");
     assert!(zinfo.span_count() >= 10, "want a multi-span layer");
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let client = Client::builder()
-        .plain_http(PlainHttp::Loopback)
-        .retry_wait(Duration::from_millis(5), Duration::from_millis(50))
-        .build()
-        .expect("client");
+    let (rt, client) = (runtime(), client());
     let host = format!("127.0.0.1:{}", reg.port);
     let digest = Digest::sha256_of(&blob);
     let reference = Reference::with_digest(&host, REPO, &digest).expect("reference");
@@ -678,11 +660,7 @@ fn registry_mirror_fetcher_fails_over_to_the_primary() {
             return;
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let blob = Bytes::from(noise(300_000, 9));
     let digest = Digest::sha256_of(&blob);
     let image: Reference = format!("127.0.0.1:{}/{REPO}:v1", primary.port)
@@ -771,4 +749,22 @@ fn registry_mirror_fetcher_fails_over_to_the_primary() {
             && err.contains(&primary_url),
         "{err}"
     );
+}
+
+/// The runtime the pushes and the FUSE/fetcher threads' registry reads run on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A plain-HTTP loopback client with short retry waits.
+fn client() -> Client {
+    Client::builder()
+        .plain_http(PlainHttp::Loopback)
+        .retry_wait(Duration::from_millis(5), Duration::from_millis(50))
+        .build()
+        .expect("client")
 }
