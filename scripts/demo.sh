@@ -12,9 +12,10 @@ set -euo pipefail
 
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZE_MB=${DEMO_SIZE_MB:-96}
+# shellcheck source-path=SCRIPTDIR source=lib/e2e-common.sh
+. "$ROOT_DIR/scripts/lib/e2e-common.sh" # wait_proxy_reachable, ms
 die() { echo "demo: $*" >&2; [ -f "${LOG:-/dev/null}" ] && tail -n 20 "$LOG" >&2; exit 1; }
 say() { printf '\n== %s\n' "$*"; }
-ms() { date +%s%3N; }
 
 [ "$(id -u)" = 0 ] || die "run as root (containerd, FUSE and overlayfs need it)"
 
@@ -86,7 +87,7 @@ setsid "$DAEMON" --address "$SOCI_PROXY_SOCKET" --root "$SNAPROOT" --config "$WO
 PID=$!
 for _ in $(seq 100); do grep -q 'successfully started' "$LOG" && break; sleep 0.1; done
 grep -q 'successfully started' "$LOG" || die "daemon did not start"
-sleep 1
+wait_proxy_reachable || die "containerd cannot reach the proxy snapshotter"
 
 say "lazy pull: soci image rpull $IMG:soci"
 NS=demo-lazy-$$

@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034
 # (SC2034: variables set here are used by the scripts that source this file.)
-# Shared by scripts/e2e.sh and scripts/e2e-more.sh (sourced, not run): prerequisites, build,
+# Shared by scripts/e2e*.sh and scripts/demo.sh (sourced, not run): prerequisites, build,
 # services, and starting/stopping soci-snapshotter-grpc. The sourcing script sets ROOT_DIR, and
 # after e2e_services: WORK, SNAPROOT, LOG (the daemon log; the current run goes to $LOG.cur).
 
@@ -57,7 +57,13 @@ start_daemon() {
     sleep 0.1
   done
   grep -q 'successfully started' "$LOG.cur" || fail "daemon not ready"
-  # containerd may still be in reconnect backoff towards the proxy socket.
+  wait_proxy_reachable || fail "containerd cannot reach the proxy snapshotter"
+}
+
+# Waits (up to 30 s) until containerd reaches the proxy snapshotter through $CTR: containerd
+# may still be in gRPC reconnect backoff towards the socket (it tried it, e.g. on a GC walk,
+# before the daemon was up), and calls fail fast with UNAVAILABLE until it reconnects.
+wait_proxy_reachable() {
   local i
   for i in $(seq 60); do
     if $CTR -n probe snapshots --snapshotter soci prepare "probe-$$-$i" >/dev/null 2>&1; then
@@ -66,7 +72,7 @@ start_daemon() {
     fi
     sleep 0.5
   done
-  fail "containerd cannot reach the proxy snapshotter"
+  return 1
 }
 
 stop_daemon() { # SIGNAL
